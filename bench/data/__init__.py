@@ -1,0 +1,1 @@
+"""The data layer: joint sets, the shard format, dataset cards, synthetic domains."""

@@ -1,0 +1,100 @@
+"""Dataset cards: one YAML file per dataset or synthetic domain in ``datasets/``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.data.joints import get_joint_set
+from bench.errors import DabenchError
+from bench.paths import dataset_cards_dir
+
+KINDS = ("synthetic", "real", "images")
+_REQUIRED = ("name", "kind", "description", "joint_set", "root_joint", "splits", "licence")
+_OPTIONAL = ("units", "synthetic", "converter", "raw_layout", "provides", "notes", "reference")
+
+
+@dataclass(frozen=True)
+class DatasetCard:
+    """What a dataset is: its joints, units, splits, and how its shards are made."""
+
+    name: str
+    kind: str
+    description: str
+    joint_set: str
+    root_joint: str
+    splits: tuple[str, ...]
+    licence: str
+    path: Path
+    units: Mapping[str, str] = field(default_factory=lambda: {"kp3d": "mm", "kp2d": "px"})
+    synthetic: Mapping[str, Any] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_joints(self) -> bool:
+        return self.joint_set != "none"
+
+
+def _parse(path: Path) -> DatasetCard:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise DabenchError(f"dataset card {path}: cannot be read as YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise DabenchError(f"dataset card {path}: expected a mapping at the top level")
+    missing = [k for k in _REQUIRED if k not in raw]
+    if missing:
+        raise DabenchError(f"dataset card {path}: missing key(s) {missing}")
+    unknown = sorted(set(raw) - set(_REQUIRED) - set(_OPTIONAL))
+    if unknown:
+        raise DabenchError(
+            f"dataset card {path}: unknown key(s) {unknown}; valid keys: "
+            f"{sorted(_REQUIRED + _OPTIONAL)}"
+        )
+    if raw["name"] != path.stem:
+        raise DabenchError(f"dataset card {path}: name {raw['name']!r} must match the file name")
+    if raw["kind"] not in KINDS:
+        raise DabenchError(f"dataset card {path}: kind {raw['kind']!r} is not one of {KINDS}")
+    if raw["joint_set"] != "none":
+        jset = get_joint_set(raw["joint_set"])
+        if raw["root_joint"] not in jset.joints:
+            raise DabenchError(
+                f"dataset card {path}: root_joint {raw['root_joint']!r} is not a joint of "
+                f"{jset.name}"
+            )
+    if raw["kind"] == "synthetic" and not isinstance(raw.get("synthetic"), dict):
+        raise DabenchError(f"dataset card {path}: a synthetic card needs a 'synthetic' section")
+    extra = {k: raw[k] for k in _OPTIONAL if k in raw and k not in ("units", "synthetic")}
+    return DatasetCard(
+        name=raw["name"],
+        kind=raw["kind"],
+        description=" ".join(str(raw["description"]).split()),
+        joint_set=raw["joint_set"],
+        root_joint=raw["root_joint"],
+        splits=tuple(raw["splits"]),
+        licence=" ".join(str(raw["licence"]).split()),
+        path=path,
+        units=raw.get("units", {"kp3d": "mm", "kp2d": "px"}),
+        synthetic=raw.get("synthetic"),
+        extra=extra,
+    )
+
+
+def list_dataset_cards(directory: Path | None = None) -> list[DatasetCard]:
+    """Every card in the cards directory, sorted by name."""
+    directory = directory or dataset_cards_dir()
+    return [_parse(p) for p in sorted(directory.glob("*.yaml"))]
+
+
+def load_dataset_card(name: str, directory: Path | None = None) -> DatasetCard:
+    """The card called ``name``; an unknown name is an error listing the valid ones."""
+    directory = directory or dataset_cards_dir()
+    path = directory / f"{name}.yaml"
+    if not path.is_file():
+        valid = sorted(p.stem for p in directory.glob("*.yaml"))
+        raise DabenchError(f"unknown dataset card {name!r}; valid cards: {', '.join(valid)}")
+    return _parse(path)

@@ -1,0 +1,1 @@
+"""Procedural synthetic pose domains: the embedded default benchmark."""
