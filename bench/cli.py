@@ -43,6 +43,55 @@ def _data_show(args: argparse.Namespace) -> None:
     print(render_sample(resolve_shard(args.shard), args.index, args.out))
 
 
+def _run(args: argparse.Namespace) -> None:
+    from bench.grid import load_grid
+    from bench.paths import results_root
+    from bench.report.markdown import write_report
+    from bench.runner import run_grid
+
+    grid = load_grid(args.grid)
+    results = args.results or results_root() / grid.name
+    summary = run_grid(
+        grid, results, executor=args.executor, address=args.address, progress=not args.quiet
+    )
+    report = write_report(results)
+    failed = len(summary.failed)
+    print(
+        f"{summary.total} trials ({summary.skipped} skipped, {summary.ran} run, "
+        f"{failed} failed); report: {report}"
+    )
+    if failed:
+        raise SystemExit(1)
+
+
+def _grid_show(args: argparse.Namespace) -> None:
+    from tabulate import tabulate
+
+    from bench.grid import load_grid
+
+    grid = load_grid(args.grid)
+    rows = [
+        {
+            "trial": t.trial_id,
+            "method": t.label,
+            "source": t.source,
+            "target": t.target,
+            "seed": t.seed,
+            "steps": t.train["steps"],
+            "backbone": t.model["backbone"],
+        }
+        for t in grid.trials
+    ]
+    print(f"grid {grid.name} ({grid.path}): {len(rows)} trials, selection {grid.selection}")
+    print(tabulate(rows, headers="keys", tablefmt="github"))
+
+
+def _report(args: argparse.Namespace) -> None:
+    from bench.report.markdown import write_report
+
+    print(write_report(args.results, args.selection))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dabench",
@@ -88,6 +137,40 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--index", type=int, default=0, help="sample index")
     show.add_argument("--out", type=Path, required=True, help="PNG file to write")
     show.set_defaults(func=_data_show)
+
+    run = sub.add_parser("run", help="run a grid (named, or a path to a grid YAML)")
+    run.add_argument("grid", help="named grid (e.g. quickstart) or a grid YAML file")
+    run.add_argument(
+        "--results", type=Path, default=None, help="result store (default: results/<grid name>)"
+    )
+    run.add_argument(
+        "--executor",
+        choices=("ray", "local"),
+        default="ray",
+        help="Ray Tune trials (default) or in-process, one after another",
+    )
+    run.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address (e.g. auto); default starts a local Ray",
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=_run)
+
+    grid = sub.add_parser("grid", help="inspect grids")
+    gsub = grid.add_subparsers(dest="grid_command", required=True, metavar="ACTION")
+    gshow = gsub.add_parser("show", help="print the trials a grid expands to")
+    gshow.add_argument("grid", help="named grid or grid YAML file")
+    gshow.set_defaults(func=_grid_show)
+
+    report = sub.add_parser("report", help="write DIR/report.md from a result store")
+    report.add_argument("results", type=Path, help="result store directory")
+    report.add_argument(
+        "--selection",
+        default=None,
+        help="model-selection rule: last, source-val or target-oracle (default: the grid's)",
+    )
+    report.set_defaults(func=_report)
     return parser
 
 

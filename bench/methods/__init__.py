@@ -1,0 +1,1 @@
+"""Method adapters, their registry and their cards."""

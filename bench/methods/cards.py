@@ -1,0 +1,131 @@
+"""Method cards: ``methods/<name>.yaml`` gives a method's defaults, named variants
+(ablations), category, paper and reported numbers; grids name ``method`` or
+``method/variant``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.errors import DabenchError
+from bench.methods.base import Method, coerce_hparams
+from bench.methods.registry import get_method_class
+from bench.paths import method_cards_dir
+
+CATEGORIES = ("source-only", "domain-adaptation", "domain-generalisation", "oracle")
+_REQUIRED = ("name", "adapter", "category", "title", "description")
+_OPTIONAL = ("paper", "defaults", "variants", "ablation_groups", "reported", "fidelity", "choices")
+
+
+@dataclass(frozen=True)
+class MethodCard:
+    name: str
+    adapter: str
+    category: str
+    title: str
+    description: str
+    path: Path
+    paper: str = ""
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    ablation_groups: Mapping[str, Any] = field(default_factory=dict)
+    reported: Any = None
+    fidelity: str = "faithful"
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ResolvedMethod:
+    """A grid entry resolved: the card, the adapter class and the typed hyper-parameters."""
+
+    card: MethodCard
+    variant: str | None
+    cls: type[Method]
+    hparams: Any
+
+    @property
+    def label(self) -> str:
+        return self.card.name + (f"/{self.variant}" if self.variant else "")
+
+    def hparams_dict(self) -> dict[str, Any]:
+        return {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(self.hparams).items()
+        }
+
+
+def _parse(path: Path) -> MethodCard:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise DabenchError(f"method card {path}: cannot be read as YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise DabenchError(f"method card {path}: expected a mapping at the top level")
+    missing = [k for k in _REQUIRED if k not in raw]
+    if missing:
+        raise DabenchError(f"method card {path}: missing key(s) {missing}")
+    unknown = sorted(set(raw) - set(_REQUIRED) - set(_OPTIONAL))
+    if unknown:
+        raise DabenchError(
+            f"method card {path}: unknown key(s) {unknown}; valid keys: "
+            f"{sorted(_REQUIRED + _OPTIONAL)}"
+        )
+    if raw["name"] != path.stem:
+        raise DabenchError(f"method card {path}: name {raw['name']!r} must match the file name")
+    if raw["category"] not in CATEGORIES:
+        raise DabenchError(
+            f"method card {path}: category {raw['category']!r} is not one of {CATEGORIES}"
+        )
+    return MethodCard(
+        name=raw["name"],
+        adapter=raw["adapter"],
+        category=raw["category"],
+        title=raw["title"],
+        description=" ".join(str(raw["description"]).split()),
+        path=path,
+        paper=str(raw.get("paper", "")),
+        defaults=raw.get("defaults") or {},
+        variants=raw.get("variants") or {},
+        ablation_groups=raw.get("ablation_groups") or {},
+        reported=raw.get("reported"),
+        fidelity=raw.get("fidelity", "faithful"),
+        choices=tuple(raw.get("choices") or ()),
+    )
+
+
+def list_method_cards(directory: Path | None = None) -> list[MethodCard]:
+    directory = directory or method_cards_dir()
+    return [_parse(p) for p in sorted(directory.glob("*.yaml"))]
+
+
+def load_method_card(name: str, directory: Path | None = None) -> MethodCard:
+    directory = directory or method_cards_dir()
+    path = directory / f"{name}.yaml"
+    if not path.is_file():
+        valid = sorted(p.stem for p in directory.glob("*.yaml"))
+        raise DabenchError(f"unknown method {name!r}; valid methods: {', '.join(valid)}")
+    return _parse(path)
+
+
+def resolve_method(entry: str, overrides: Mapping[str, Any] | None = None) -> ResolvedMethod:
+    """``method`` or ``method/variant`` plus grid overrides → typed hyper-parameters.
+
+    Precedence: the adapter's dataclass defaults < card defaults < the variant < the grid.
+    """
+    name, _, variant = entry.partition("/")
+    card = load_method_card(name)
+    cls = get_method_class(card.adapter)
+    values = dict(card.defaults)
+    if variant:
+        if variant not in card.variants:
+            valid = ", ".join(sorted(card.variants)) or "none"
+            raise DabenchError(f"unknown variant {variant!r} of method {name!r}; valid: {valid}")
+        values.update(card.variants[variant] or {})
+    values.update(overrides or {})
+    hparams = coerce_hparams(cls.Hparams, values, f"method {entry}")
+    return ResolvedMethod(card=card, variant=variant or None, cls=cls, hparams=hparams)

@@ -1,0 +1,181 @@
+"""The pose model every method uses: backbone + 2.5D or volumetric head, integral regression.
+
+Both heads are decoded by integral (soft-argmax) regression (Sun et al., ECCV 2018), so the
+coordinates are differentiable and the loss is L1 on them:
+
+* ``"2.5d"`` (Iqbal et al., ECCV 2018): (x, y) = soft-argmax of the K heatmap logits and
+  z = Σ_p softmax(h_k)(p)·D_k(p) over the K depth maps.
+* ``"volumetric"``: 3D soft-argmax over K volumes of ``depth_bins`` × h × w.
+
+Normalised coordinates (``out["coords"]``, ``PoseNet.targets``), for an S×S input crop:
+
+* x = (x_px + 0.5) / S and y = (y_px + 0.5) / S: the crop's extent [−0.5, S − 0.5) px maps to
+  [0, 1). Since heatmap cells tile the crop exactly, this is also (x_hm + 0.5) / w_hm.
+  A soft-argmax can only reach the range of cell centres, [0.5/w_hm, 1 − 0.5/w_hm].
+* z = (Z_k − Z_root) / depth_range_mm: root-relative camera depth, so ±depth_range_mm/2 maps
+  to ±0.5 (Sun et al.: 2000 mm for bodies). The volumetric head spans exactly
+  [−0.5, 0.5) with its depth bins (bin i centred at (i + 0.5)/D − 0.5); the 2.5D depth maps
+  regress z directly and are unbounded.
+
+``decode`` inverts this (and re-subtracts the predicted root depth, which training only pushes
+towards 0), so ``decode({"coords": targets(kp2d, kp3d, root)}, root)`` returns ``kp2d`` and
+``kp3d[..., 2] − kp3d[..., root, 2]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from bench.errors import DabenchError
+from bench.models.backbones import BACKBONES, Backbone, create_backbone, normalize_images
+from bench.models.heads import Head25D, VolumetricHead, num_deconv_for
+from bench.models.heatmaps import soft_argmax_2d, soft_argmax_3d
+
+HEADS: tuple[str, ...] = ("2.5d", "volumetric")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "resnet18"
+    img_size: int = 64
+    patch_size: int | None = None  # ViT only; default 16
+    head: str = "2.5d"  # "2.5d" | "volumetric"
+    heatmap_stride: int = 4  # input px per heatmap cell
+    depth_bins: int = 16  # volumetric only
+    head_channels: int = 256
+    depth_range_mm: float = 400.0  # root-relative depth range mapped to [-0.5, 0.5]
+    weights: str | None = None  # local backbone weight file
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise DabenchError(f"unknown backbone {self.backbone!r}; valid: {', '.join(BACKBONES)}")
+        if self.head not in HEADS:
+            raise DabenchError(f"unknown head {self.head!r}; valid: {', '.join(HEADS)}")
+        for name in ("img_size", "heatmap_stride", "depth_bins", "head_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise DabenchError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+        if self.img_size % self.heatmap_stride:
+            raise DabenchError(
+                f"img_size {self.img_size} is not a multiple of heatmap_stride "
+                f"{self.heatmap_stride}"
+            )
+        if not self.depth_range_mm > 0:
+            raise DabenchError(f"depth_range_mm must be > 0, got {self.depth_range_mm!r}")
+
+
+@dataclass
+class Prediction:
+    kp2d: Tensor  # [B,K,2] px in the input crop
+    rel_depth: Tensor  # [B,K] mm, Z_k − Z_root (camera z)
+
+
+class PoseNet(nn.Module):
+    """Backbone → deconvolution head → integral regression (see the module docstring)."""
+
+    def __init__(self, config: ModelConfig, num_joints: int) -> None:
+        super().__init__()
+        if not isinstance(num_joints, int) or num_joints <= 0:
+            raise DabenchError(f"num_joints must be a positive integer, got {num_joints!r}")
+        self.config = config
+        self.num_joints = num_joints
+        self.backbone: Backbone = create_backbone(
+            config.backbone,
+            img_size=config.img_size,
+            patch_size=config.patch_size,
+            weights=config.weights,
+        )
+        try:
+            num_deconv = num_deconv_for(self.backbone.stride, config.heatmap_stride)
+        except DabenchError as exc:
+            raise DabenchError(f"{config.backbone} with heatmap_stride: {exc}") from None
+        self.heatmap_size = config.img_size // config.heatmap_stride
+        self.head: nn.Module
+        if config.head == "2.5d":
+            self.head = Head25D(
+                self.backbone.out_channels, num_joints, num_deconv, config.head_channels
+            )
+        else:
+            self.head = VolumetricHead(
+                self.backbone.out_channels,
+                num_joints,
+                config.depth_bins,
+                num_deconv,
+                config.head_channels,
+            )
+
+    def _input(self, images: Tensor) -> Tensor:
+        # uint8 [B,H,W,3] straight from the shards, or float [B,3,H,W] already normalised
+        # (images made on the device, e.g. by style transfer or augmentation)
+        if images.dtype == torch.uint8:
+            return normalize_images(images)
+        if images.is_floating_point() and images.ndim == 4 and images.shape[1] == 3:
+            return images
+        raise DabenchError(
+            "PoseNet takes uint8 images [B,H,W,3] or normalised float images [B,3,H,W], "
+            f"got {images.dtype} {list(images.shape)}"
+        )
+
+    def features(self, images: Tensor) -> Tensor:
+        """Backbone feature map [B,C,h,w] of uint8 [B,H,W,3] (or normalised float) images."""
+        return self.backbone(self._input(images))
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """{"feat": [B,C,h,w], "pooled": [B,C], "coords": [B,K,3] normalised, plus
+        "heatmaps" and "depth" [B,K,h',w'] (2.5D) or "volumes" [B,K,D,h',w']}."""
+        feat = self.features(images)
+        out = self.head(feat)
+        if "volumes" in out:
+            vol = out["volumes"]
+            depth_bins, h, w = vol.shape[-3:]
+            xyz = soft_argmax_3d(vol)
+            z = (xyz[..., 2] + 0.5) / depth_bins - 0.5
+        else:
+            xy, probs = soft_argmax_2d(out["heatmaps"])
+            h, w = probs.shape[-2:]
+            xyz = xy
+            z = (probs * out["depth"]).sum(dim=(-2, -1))
+        x = (xyz[..., 0] + 0.5) / w
+        y = (xyz[..., 1] + 0.5) / h
+        coords = torch.stack([x, y, z], dim=-1)
+        return {"feat": feat, "pooled": self.backbone.pool(feat), "coords": coords, **out}
+
+    def _check_root(self, root: int) -> None:
+        if not 0 <= root < self.num_joints:
+            raise DabenchError(f"root joint {root} out of range for {self.num_joints} joints")
+
+    def targets(self, kp2d_px: Tensor, kp3d_mm: Tensor, root: int) -> Tensor:
+        """Labels in the space of ``coords``: kp2d [B,K,2] px, kp3d [B,K,3] mm -> [B,K,3]."""
+        self._check_root(root)
+        xy = (kp2d_px + 0.5) / self.config.img_size
+        z = (kp3d_mm[..., 2] - kp3d_mm[..., root : root + 1, 2]) / self.config.depth_range_mm
+        return torch.cat([xy, z[..., None]], dim=-1)
+
+    def decode(self, out: dict[str, Tensor], root: int) -> Prediction:
+        """``out["coords"]`` -> px in the crop and root-relative depth in mm."""
+        self._check_root(root)
+        coords = out["coords"]
+        kp2d = coords[..., :2] * self.config.img_size - 0.5
+        z = coords[..., 2]
+        rel = (z - z[..., root : root + 1]) * self.config.depth_range_mm
+        return Prediction(kp2d=kp2d, rel_depth=rel)
+
+    def integral_loss(
+        self, out: dict[str, Tensor], kp2d: Tensor, kp3d: Tensor, vis: Tensor, root: int
+    ) -> Tensor:
+        """L1 on normalised (x, y, z), mean over B·K·3 entries.
+
+        x and y count only for visible joints (``vis`` [B,K], bool or weights); z counts for
+        every joint, since 3D labels exist for occluded ones too. Non-finite labels (a
+        dataset without 3D, a missing joint) contribute nothing.
+        """
+        coords = out["coords"]
+        target = self.targets(kp2d, kp3d, root).to(coords.dtype)
+        w_xy = vis.to(coords.dtype)[..., None] * torch.isfinite(target[..., :2])
+        w_z = torch.isfinite(target[..., 2:])
+        weights = torch.cat([w_xy, w_z.to(coords.dtype)], dim=-1)
+        diff = torch.where(weights > 0, coords - target, torch.zeros_like(coords))
+        return (diff.abs() * weights).mean()

@@ -1,0 +1,1 @@
+"""Reports are functions of the result store: tables, statistics, plots."""

@@ -1,0 +1,126 @@
+"""The main results table: rows = methods grouped Source only / Domain adaptation /
+Oracle, columns = pair × metric, mean ± std over seeds, best per column in bold."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+GROUPS = {
+    "source-only": "Source only",
+    "domain-adaptation": "Domain adaptation",
+    "domain-generalisation": "Domain generalisation",
+    "oracle": "Oracle",
+}
+
+
+@dataclass(frozen=True)
+class MetricColumn:
+    key: str  # overall metric name in the records
+    title: str
+    lower_is_better: bool
+    decimals: int = 1
+
+
+MAIN_METRICS = (
+    MetricColumn("mpjpe", "MPJPE (mm) ↓", True),
+    MetricColumn("pa_mpjpe", "PA-MPJPE (mm) ↓", True),
+    MetricColumn("pck2d_005", "PCK@0.05 (%) ↑", False),
+)
+
+
+def short_pair(source: str, target: str) -> str:
+    """``synth-hand-clean → synth-hand-wild`` reads better as ``hand-clean → hand-wild``."""
+    strip = "synth-" if source.startswith("synth-") and target.startswith("synth-") else ""
+    return f"{source.removeprefix(strip)} → {target.removeprefix(strip)}"
+
+
+def summarise(
+    df: pd.DataFrame,
+    rule: str,
+    split: str = "target_test",
+    metrics: Sequence[MetricColumn] = MAIN_METRICS,
+) -> pd.DataFrame:
+    """Mean, std and count over seeds for every (method row, pair, metric); failed trials
+    are left out of the statistics and counted separately."""
+    rows = []
+    for (category, label, source, target), sub in df.groupby(
+        ["category", "label", "source", "target"], sort=False
+    ):
+        ok = sub[sub["status"] != "failed"]
+        for m in metrics:
+            col = f"{rule}:{split}/{m.key}"
+            values = ok[col].astype(float).to_numpy() if col in ok else np.array([])
+            values = values[np.isfinite(values)]
+            rows.append(
+                {
+                    "category": category,
+                    "label": label,
+                    "pair": short_pair(source, target),
+                    "metric": m.key,
+                    "mean": values.mean() if len(values) else np.nan,
+                    "std": values.std(ddof=1) if len(values) > 1 else np.nan,
+                    "n": len(values),
+                    "failed": int((sub["status"] == "failed").sum()),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _best(stats: pd.DataFrame, metrics: Sequence[MetricColumn]) -> set[tuple[str, str, str]]:
+    """(label, pair, metric) cells that are best in their column at the printed precision,
+    oracle rows excluded from the competition; ties are all bold."""
+    best = set()
+    for (pair, metric), sub in stats.groupby(["pair", "metric"], sort=False):
+        m = next(c for c in metrics if c.key == metric)
+        comp = sub[(sub["category"] != "oracle") & np.isfinite(sub["mean"])]
+        if comp.empty:
+            continue
+        rounded = comp["mean"].round(m.decimals)
+        target = rounded.min() if m.lower_is_better else rounded.max()
+        for label in comp.loc[rounded == target, "label"]:
+            best.add((label, pair, metric))
+    return best
+
+
+def main_table(
+    df: pd.DataFrame, rule: str, metrics: Sequence[MetricColumn] = MAIN_METRICS
+) -> pd.DataFrame:
+    """The table as strings, ready for markdown/LaTeX: a ``Setting`` and ``Method`` column,
+    then one column per (pair, metric)."""
+    stats = summarise(df, rule, metrics=metrics)
+    best = _best(stats, metrics)
+    pairs = list(dict.fromkeys(stats["pair"]))
+    order = [c for c in GROUPS if c in set(stats["category"])]
+    lines = []
+    for category in order:
+        labels = list(dict.fromkeys(stats.loc[stats["category"] == category, "label"]))
+        for i, label in enumerate(labels):
+            row = {"Setting": GROUPS[category] if i == 0 else "", "Method": label}
+            for pair in pairs:
+                for m in metrics:
+                    cell = stats[
+                        (stats["label"] == label)
+                        & (stats["pair"] == pair)
+                        & (stats["metric"] == m.key)
+                    ]
+                    row[f"{pair}<br>{m.title}"] = _cell(cell, m, (label, pair, m.key) in best)
+            lines.append(row)
+    return pd.DataFrame(lines)
+
+
+def _cell(cell: pd.DataFrame, m: MetricColumn, bold: bool) -> str:
+    if cell.empty:
+        return "–"
+    c = cell.iloc[0]
+    if c["n"] == 0:
+        return "failed" if c["failed"] else "–"
+    text = f"{c['mean']:.{m.decimals}f}"
+    if c["n"] > 1:
+        text += f" ± {c['std']:.{m.decimals}f}"
+    if c["failed"]:
+        text += f" ({c['failed']} failed)"
+    return f"**{text}**" if bold else text

@@ -1,0 +1,244 @@
+"""The result store: one JSON record per trial plus its predictions, written atomically;
+``load(DIR)`` turns a store into a pandas DataFrame.
+
+Layout: ``<results>/<trial_id>/record.json`` and ``predictions.npz`` (target-test ``kp2d``
+px and ``kp3d`` mm camera frame, in shard order, of the selected checkpoint). The record is
+written last, so its presence with status ``ok``/``diverged`` marks a finished trial.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import pandas as pd
+
+from bench.errors import DabenchError
+
+RECORD_SCHEMA_ID = "dabench.record/1"
+FINISHED = ("ok", "diverged")
+
+_METRIC_BLOCK = {
+    "type": "object",
+    "required": ["overall", "per_group", "per_joint"],
+    "properties": {
+        "overall": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
+        "per_group": {"type": "object"},
+        "per_joint": {"type": "object"},
+    },
+}
+
+RECORD_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": [
+        "schema",
+        "trial_id",
+        "grid",
+        "method",
+        "variant",
+        "label",
+        "category",
+        "hparams",
+        "pair",
+        "seed",
+        "selection",
+        "spec",
+        "metrics",
+        "metrics_by_rule",
+        "metrics_version",
+        "curves",
+        "timings",
+        "peak_memory_mb",
+        "device",
+        "versions",
+        "data",
+        "status",
+        "error",
+        "created",
+    ],
+    "properties": {
+        "schema": {"const": RECORD_SCHEMA_ID},
+        "trial_id": {"type": "string", "pattern": "^[0-9a-f]{12}$"},
+        "grid": {"type": "string"},
+        "method": {"type": "string"},
+        "variant": {"type": ["string", "null"]},
+        "label": {"type": "string"},
+        "category": {
+            "enum": ["source-only", "domain-adaptation", "domain-generalisation", "oracle"]
+        },
+        "hparams": {"type": "object"},
+        "pair": {
+            "type": "object",
+            "required": ["source", "target", "joint_set"],
+            "properties": {
+                "source": {"type": "string"},
+                "target": {"type": "string"},
+                "joint_set": {"type": "string"},
+            },
+        },
+        "seed": {"type": "integer"},
+        "selection": {
+            "type": "object",
+            "required": ["rule", "step"],
+            "properties": {
+                "rule": {"enum": ["last", "source-val", "target-oracle"]},
+                "step": {"type": ["integer", "null"]},
+            },
+        },
+        "spec": {"type": "object"},
+        "metrics": {"type": "object", "additionalProperties": _METRIC_BLOCK},
+        "metrics_by_rule": {"type": "object"},
+        "metrics_version": {"type": "string"},
+        "curves": {
+            "type": "object",
+            "required": ["losses", "evaluations"],
+            "properties": {"losses": {"type": "array"}, "evaluations": {"type": "array"}},
+        },
+        "timings": {"type": "object"},
+        "peak_memory_mb": {"type": ["number", "null"]},
+        "device": {"type": ["string", "null"]},
+        "versions": {"type": "object", "required": ["dabench", "torch", "timm", "ray"]},
+        "data": {"type": "object", "required": ["fingerprints"]},
+        "status": {"enum": ["ok", "failed", "diverged"]},
+        "error": {"type": ["object", "null"]},
+        "created": {"type": "string"},
+    },
+}
+
+
+def trial_dir(results: Path, trial_id: str) -> Path:
+    return Path(results) / trial_id
+
+
+def validate_record(record: Mapping[str, Any]) -> None:
+    """Raise DabenchError naming the first schema violation."""
+    try:
+        jsonschema.validate(record, RECORD_SCHEMA)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
+        raise DabenchError(f"invalid trial record at {where}: {exc.message}") from exc
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_trial(
+    results: Path, record: Mapping[str, Any], predictions: Mapping[str, np.ndarray] | None
+) -> Path:
+    """Write predictions, then the record (validated), each atomically. Non-finite
+    numbers (a diverged trial's errors) are stored as null."""
+    record = _finite(record)
+    validate_record(record)
+    directory = trial_dir(results, record["trial_id"])
+    directory.mkdir(parents=True, exist_ok=True)
+    if predictions:
+        tmp = directory / f"predictions.partial-{os.getpid()}.npz"
+        try:
+            np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in predictions.items()})
+            os.replace(tmp, directory / "predictions.npz")
+        finally:
+            tmp.unlink(missing_ok=True)
+    text = json.dumps(record, indent=1, sort_keys=True, allow_nan=False, default=_jsonable)
+    _atomic_write_bytes(directory / "record.json", text.encode())
+    return directory / "record.json"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DabenchError(f"cannot read trial record {path}: {exc}") from exc
+
+
+def read_predictions(results: Path, trial_id: str) -> dict[str, np.ndarray]:
+    path = trial_dir(results, trial_id) / "predictions.npz"
+    if not path.exists():
+        raise DabenchError(f"no predictions for trial {trial_id} in {results}")
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def is_complete(results: Path, trial_id: str) -> bool:
+    """A finished record (``ok`` or ``diverged``); failed trials run again."""
+    path = trial_dir(results, trial_id) / "record.json"
+    if not path.exists():
+        return False
+    try:
+        return read_record(path).get("status") in FINISHED
+    except DabenchError:
+        return False
+
+
+def records(results: Path) -> list[dict[str, Any]]:
+    results = Path(results)
+    if not results.is_dir():
+        raise DabenchError(f"no result store at {results}")
+    return [read_record(p) for p in sorted(results.glob("*/record.json"))]
+
+
+def load(results: Path | str) -> pd.DataFrame:
+    """One row per trial: ids, method, pair, seed, status, and every overall metric of every
+    split under the record's selection rule as ``<split>/<metric>`` columns, plus the same
+    under each rule as ``<rule>:<split>/<metric>``."""
+    rows = []
+    for rec in records(Path(results)):
+        row = {
+            "trial_id": rec["trial_id"],
+            "grid": rec["grid"],
+            "method": rec["method"],
+            "variant": rec["variant"],
+            "label": rec["label"],
+            "category": rec["category"],
+            "source": rec["pair"]["source"],
+            "target": rec["pair"]["target"],
+            "pair": f"{rec['pair']['source']} → {rec['pair']['target']}",
+            "seed": rec["seed"],
+            "status": rec["status"],
+            "selection": rec["selection"]["rule"],
+            "selected_step": rec["selection"]["step"],
+            "train_seconds": rec["timings"].get("train_seconds"),
+            "device": rec["device"],
+        }
+        for split, block in rec["metrics"].items():
+            for name, value in block["overall"].items():
+                row[f"{split}/{name}"] = value
+        for rule, block in rec["metrics_by_rule"].items():
+            for split, overall in block.get("metrics", {}).items():
+                for name, value in overall.items():
+                    row[f"{rule}:{split}/{name}"] = value
+        rows.append(row)
+    return pd.DataFrame(rows)

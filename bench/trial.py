@@ -1,0 +1,248 @@
+"""One trial: data → method → trainer → selection → record. A plain function, so Ray Tune
+runs it as a trial and tests and debugging run it in-process."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import platform
+import socket
+import subprocess
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench import __version__
+from bench.data.cards import load_dataset_card
+from bench.data.views import PairShards, check_needs, pair_shards
+from bench.errors import DabenchError
+from bench.grid import SELECTION_RULES, TrialSpec
+from bench.methods.base import coerce_hparams
+from bench.methods.cards import load_method_card
+from bench.methods.registry import get_method_class
+from bench.metrics import METRICS_VERSION
+from bench.paths import REPO_ROOT, shard_root
+from bench.store import RECORD_SCHEMA_ID, write_trial
+from bench.trainer import Evaluation, Trainer, TrainResult
+
+# Lower is better for the metric each selection rule minimises.
+_SELECTION_METRIC = {
+    "source-val": ("source_val", "mpjpe"),
+    "target-oracle": ("target_test", "mpjpe"),
+}
+
+
+@contextmanager
+def _lock(path: Path):
+    """An exclusive file lock, so concurrent trials do not generate the same shard twice."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_shards(spec: TrialSpec, root: Path | None = None, progress: bool = False) -> None:
+    """Generate the pair's synthetic shards if they are missing (real datasets must be
+    converted by the user; their absence is an error raised by :func:`pair_shards`)."""
+    from bench.data.synthetic.build import synthesize
+
+    root = root or shard_root()
+    for card_name in (spec.source, spec.target):
+        card = load_dataset_card(card_name)
+        if card.synthetic is None:
+            continue
+        if all((root / card_name / f"{s}.h5").exists() for s in ("train", "test")):
+            continue
+        with _lock(root / ".locks" / f"{card_name}.lock"):
+            synthesize(
+                card_name,
+                root,
+                n_train=spec.data["n_train"],
+                n_test=spec.data["n_test"],
+                size=spec.data["size"],
+                seed=spec.data["seed"],
+                progress=progress,
+            )
+
+
+def select(evaluations: list[Evaluation], rule: str) -> Evaluation | None:
+    """The evaluation a named model-selection rule picks (None if nothing was evaluated).
+
+    ``last``: the final evaluation. ``source-val``: lowest MPJPE on the held-out part of
+    the source training split (no target labels used). ``target-oracle``: lowest MPJPE on
+    the target test split itself — an upper bound, labelled as such in every table."""
+    if rule not in SELECTION_RULES:
+        raise DabenchError(f"unknown selection rule {rule!r}; valid: {SELECTION_RULES}")
+    usable = [e for e in evaluations if np.isfinite(e.reports["target_test"].overall["mpjpe"])]
+    if not usable:
+        return evaluations[-1] if evaluations else None
+    if rule == "last":
+        return evaluations[-1]
+    split, metric = _SELECTION_METRIC[rule]
+    if split not in usable[0].reports:
+        raise DabenchError(
+            f"selection rule {rule!r} needs the {split} split, which was not "
+            "evaluated (train.source_val_fraction is 0?)"
+        )
+    return min(usable, key=lambda e: e.reports[split].overall[metric])
+
+
+def _git_state() -> tuple[str | None, bool | None]:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.strip()
+            != ""
+        )
+        return sha, dirty
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def versions() -> dict[str, Any]:
+    import ray
+    import timm
+
+    sha, dirty = _git_state()
+    return {
+        "dabench": __version__,
+        "git_sha": sha,
+        "git_dirty": dirty,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "ray": ray.__version__,
+        "numpy": np.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+    }
+
+
+def build_method(spec: TrialSpec, pair: PairShards):
+    card = load_method_card(spec.method)
+    cls = get_method_class(card.adapter)
+    hparams = coerce_hparams(cls.Hparams, spec.hparams, f"method {spec.label}")
+    from bench.data.joints import get_joint_set
+
+    num_joints = get_joint_set(pair.joint_set).num_joints
+    return cls(hparams, spec.model_config(), num_joints, pair.root)
+
+
+def run_trial(
+    spec: TrialSpec,
+    results: Path,
+    *,
+    data_root: Path | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate one trial; write and return its record. A failure inside the
+    trial becomes a ``failed`` record with its traceback, never a crash of the grid."""
+    started = time.perf_counter()
+    log = log or (lambda msg: None)
+    workdir = Path(results) / spec.trial_id
+    record: dict[str, Any] = _base_record(spec)
+    predictions = None
+    try:
+        train_cfg = spec.train_config()
+        if train_cfg.threads == 0:
+            torch.set_num_threads(max(1, int(spec.resources.get("cpu", 1))))
+        ensure_shards(spec, data_root)
+        pair = pair_shards(spec.source, spec.target, data_root)
+        record["pair"]["joint_set"] = pair.joint_set
+        record["data"]["fingerprints"] = pair.fingerprints()
+        method = build_method(spec, pair)
+        check_needs(spec.label, method.needs, pair)
+        trainer = Trainer(method, pair, train_cfg, spec.seed, workdir, progress=progress, log=log)
+        result = trainer.fit()
+        predictions = _fill_results(record, result, spec.selection)
+    except Exception as exc:
+        record["status"] = "failed"
+        record["error"] = {
+            "type": type(exc).__name__,
+            "message": str(exc),
+            "traceback": traceback.format_exc(),
+        }
+        log(f"trial {spec.trial_id} failed: {type(exc).__name__}: {exc}")
+    record["timings"]["total_seconds"] = time.perf_counter() - started
+    write_trial(results, record, predictions)
+    return record
+
+
+def _base_record(spec: TrialSpec) -> dict[str, Any]:
+    return {
+        "schema": RECORD_SCHEMA_ID,
+        "trial_id": spec.trial_id,
+        "grid": spec.grid,
+        "method": spec.method,
+        "variant": spec.variant,
+        "label": spec.label,
+        "category": spec.category,
+        "hparams": dict(spec.hparams),
+        "pair": {"source": spec.source, "target": spec.target, "joint_set": ""},
+        "seed": spec.seed,
+        "selection": {"rule": spec.selection, "step": None},
+        "spec": spec.to_dict(),
+        "metrics": {},
+        "metrics_by_rule": {},
+        "metrics_version": METRICS_VERSION,
+        "curves": {"losses": [], "evaluations": []},
+        "timings": {},
+        "peak_memory_mb": None,
+        "device": None,
+        "versions": versions(),
+        "data": {"fingerprints": {}, **spec.data},
+        "status": "failed",
+        "error": None,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+    }
+
+
+def _fill_results(record: dict[str, Any], result: TrainResult, rule: str) -> dict | None:
+    record["status"] = result.status
+    record["timings"].update(result.timings)
+    record["peak_memory_mb"] = result.peak_memory_mb
+    record["device"] = result.device
+    record["curves"] = {
+        "losses": result.losses,
+        "evaluations": [{"step": e.step, **e.overall()} for e in result.evaluations],
+    }
+    if result.diverged_at is not None:
+        record["diverged_at"] = result.diverged_at
+    for name in SELECTION_RULES:
+        try:
+            chosen = select(result.evaluations, name)
+        except DabenchError:
+            continue
+        if chosen is not None:
+            record["metrics_by_rule"][name] = {"step": chosen.step, "metrics": chosen.overall()}
+    chosen = select(result.evaluations, rule)
+    if chosen is None:
+        return None
+    record["selection"]["step"] = chosen.step
+    record["metrics"] = {split: rep.to_dict() for split, rep in chosen.reports.items()}
+    return {**chosen.predictions, "step": np.array(chosen.step)}

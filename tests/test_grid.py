@@ -1,0 +1,126 @@
+"""Grid YAML → trial specs: expansion, stable ids, and every mistake named before a run."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from bench.errors import DabenchError
+from bench.grid import load_grid, named_grids
+
+BASE = {
+    "name": "tiny",
+    "methods": ["source-only", "oracle"],
+    "pairs": [{"source": "synth-hand-clean", "target": "synth-hand-wild"}],
+    "seeds": [0, 1],
+    "data": {"n_train": 64, "n_test": 32, "size": 32},
+    "model": {"backbone": "resnet18"},
+    "train": {"steps": 4, "batch_size": 8, "eval_every": 2},
+}
+
+
+def write(tmp_path, grid, name="grid.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def test_expansion_and_stable_ids(tmp_path):
+    grid = load_grid(write(tmp_path, BASE))
+    assert len(grid.trials) == 4
+    assert {(t.method, t.seed) for t in grid.trials} == {
+        ("source-only", 0),
+        ("source-only", 1),
+        ("oracle", 0),
+        ("oracle", 1),
+    }
+    ids = [t.trial_id for t in grid.trials]
+    assert len(set(ids)) == 4
+    assert ids == [t.trial_id for t in load_grid(write(tmp_path, BASE, "again.yaml")).trials]
+    # Things that do not change the result do not change the id ...
+    same = {
+        **BASE,
+        "name": "other",
+        "resources": {"cpu": 2},
+        "train": {**BASE["train"], "threads": 3, "workers": 1},
+    }
+    assert ids == [t.trial_id for t in load_grid(write(tmp_path, same, "same.yaml")).trials]
+    # ... and everything that does, does.
+    for change in (
+        {"hparams": {"source-only": {"pose_weight": 2.0}}},
+        {"train": {**BASE["train"], "lr": 0.01}},
+        {"model": {"backbone": "resnet50"}},
+        {"data": {**BASE["data"], "seed": 1}},
+    ):
+        other = [
+            t.trial_id for t in load_grid(write(tmp_path, {**BASE, **change}, "c.yaml")).trials
+        ]
+        assert other != ids
+    t = grid.trials[0]
+    assert t.model["img_size"] == 32 and t.model["depth_range_mm"] == 400.0
+    assert t.category == "source-only" and grid.trials[2].category == "oracle"
+
+
+def test_named_grids_ship_with_the_package():
+    assert "quickstart" in named_grids()
+    grid = load_grid("quickstart")
+    pairs = {(t.source, t.target) for t in grid.trials}
+    assert ("synth-hand-clean", "synth-hand-wild") in pairs
+    assert ("synth-body-clean", "synth-body-wild") in pairs
+    assert {"source-only", "oracle"} <= {t.method for t in grid.trials}
+    body = next(t for t in grid.trials if t.source.startswith("synth-body"))
+    assert body.model["depth_range_mm"] == 2000.0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"methods": ["source-only", "dnan"]},
+            "unknown method 'dnan'; valid methods:.*source-only",
+        ),
+        ({"methods": ["source-only/fast"]}, "unknown variant 'fast' of method 'source-only'"),
+        (
+            {"pairs": [{"source": "synth-hand-clen", "target": "synth-hand-wild"}]},
+            "unknown dataset card 'synth-hand-clen'; valid cards:.*synth-hand-clean",
+        ),
+        (
+            {"hparams": {"source-only": {"pose_wieght": 1.0}}},
+            r"unknown hyper-parameter\(s\) \['pose_wieght'\]; valid: pose_weight \(float\)",
+        ),
+        (
+            {"hparams": {"source-only": {"pose_weight": "big"}}},
+            "'pose_weight' must be float, got 'big'",
+        ),
+        ({"hparams": {"dann": {"trade_off": 1.0}}}, "hparams given for.*dann.*does not run"),
+        ({"methods": []}, "'methods' must be a non-empty list"),
+        ({"pairs": []}, "'pairs' must be a non-empty list"),
+        ({"seeds": []}, "'seeds' must be a non-empty list"),
+        ({"epochs": 3}, r"unknown key\(s\) \['epochs'\]; valid keys"),
+        ({"selection": "best"}, "selection 'best' is not one of last, source-val, target-oracle"),
+        ({"train": {"stpes": 3}}, r"train: unknown key\(s\) \['stpes'\]; valid keys:.*steps"),
+        ({"train": {"steps": "many"}}, "'steps' must be int"),
+        ({"train": {"amp": "fp8"}}, "train.amp 'fp8' is not one of"),
+        ({"model": {"backbone": 18}}, "'backbone' must be str"),
+        ({"data": {"n_train": -5}}, "data.n_train must be a non-negative integer"),
+        ({"resources": {"tpu": 1}}, r"unknown resource\(s\) \['tpu'\]"),
+        (
+            {"pairs": [{"source": "synth-hand-clean", "target": "synth-body-wild"}]},
+            "different joint sets",
+        ),
+        ({"pairs": [{"source": "synth-hand-clean"}]}, "exactly 'source' and 'target'"),
+    ],
+)
+def test_grid_mistakes_are_named_before_anything_runs(tmp_path, change, message):
+    with pytest.raises(DabenchError, match=message):
+        load_grid(write(tmp_path, {**BASE, **change}))
+
+
+def test_unknown_grid_lists_named_grids():
+    with pytest.raises(DabenchError, match="named grids: .*quickstart"):
+        load_grid("quickstrat")
+
+
+def test_duplicate_trials_are_refused(tmp_path):
+    with pytest.raises(DabenchError, match="same trial twice"):
+        load_grid(write(tmp_path, {**BASE, "methods": ["source-only", "source-only"]}))

@@ -1,0 +1,170 @@
+"""A tiny real grid end to end: local executor and local Ray, resume, records, predictions,
+report, failures and divergence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from bench.cli import main
+from bench.data.shards import ShardDataset
+from bench.grid import load_grid
+from bench.metrics import evaluate
+from bench.runner import run_grid
+from bench.store import (
+    is_complete,
+    load,
+    read_predictions,
+    read_record,
+    trial_dir,
+    validate_record,
+)
+
+TINY = {
+    "name": "tiny",
+    "methods": ["source-only", "oracle"],
+    "pairs": [{"source": "synth-hand-clean", "target": "synth-hand-wild"}],
+    "seeds": [0],
+    "data": {"n_train": 96, "n_test": 40, "size": 32},
+    "model": {"backbone": "resnet18"},
+    "train": {
+        "steps": 4,
+        "batch_size": 8,
+        "eval_every": 2,
+        "warmup_steps": 1,
+        "eval_batch_size": 32,
+        "log_every": 2,
+    },
+}
+
+
+@pytest.fixture
+def data_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("shards")
+
+
+def grid_file(tmp_path, **changes):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, **changes}))
+    return path
+
+
+def quiet(msg: str) -> None:
+    pass
+
+
+def check_store(results, grid, data_root):
+    for spec in grid.trials:
+        record = read_record(trial_dir(results, spec.trial_id) / "record.json")
+        validate_record(record)
+        assert record["status"] == "ok", record["error"]
+        assert record["trial_id"] == spec.trial_id and record["label"] == spec.label
+        assert [e["step"] for e in record["curves"]["evaluations"]] == [2, 4]
+        assert record["selection"] == {"rule": "last", "step": 4}
+        assert set(record["metrics"]) == {"target_test", "source_val", "source_test"}
+        assert {"mpjpe", "pa_mpjpe", "pck2d_005"} <= set(
+            record["metrics"]["target_test"]["overall"]
+        )
+        assert set(record["data"]["fingerprints"]) >= {"source_train", "target_test"}
+        assert record["versions"]["torch"] and record["timings"]["train_seconds"] > 0
+        # The stored predictions reproduce the record's metrics.
+        pred = read_predictions(results, spec.trial_id)
+        shard = ShardDataset(data_root / spec.target / "test.h5")
+        gt = shard.__getitems__(list(range(len(shard))))
+        gt2d = np.stack([g["kp2d"].numpy() for g in gt])
+        gt3d = np.stack([g["kp3d"].numpy() for g in gt])
+        vis = np.stack([g["vis"].numpy() for g in gt])
+        report = evaluate(pred["kp2d"], gt2d, pred["kp3d"], gt3d, vis, "hand21", 32)
+        for name, value in record["metrics"]["target_test"]["overall"].items():
+            if value is not None:
+                assert report.overall[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+
+
+def test_tiny_grid_local_executor_resume_and_report(tmp_path, data_root, capsys):
+    grid = load_grid(grid_file(tmp_path))
+    results = tmp_path / "results"
+    summary = run_grid(
+        grid, results, executor="local", data_root=data_root, progress=False, log=quiet
+    )
+    assert (summary.total, summary.skipped, summary.ran) == (2, 0, 2)
+    check_store(results, grid, data_root)
+    # Re-running finishes only what is missing: nothing.
+    again = run_grid(
+        grid, results, executor="local", data_root=data_root, progress=False, log=quiet
+    )
+    assert (again.skipped, again.ran) == (2, 0)
+    df = load(results)
+    assert len(df) == 2 and set(df["category"]) == {"source-only", "oracle"}
+    assert "last:target_test/mpjpe" in df and "target-oracle:target_test/mpjpe" in df
+    assert main(["report", str(results)]) == 0
+    text = (results / "report.md").read_text()
+    assert "Source only" in text and "Oracle" in text and "hand-clean → hand-wild" in text
+    assert "Model selection: **last**" in text and "**" in text.split("|", 1)[1]
+
+
+@pytest.mark.slow
+def test_tiny_grid_through_local_ray(tmp_path, data_root):
+    grid = load_grid(grid_file(tmp_path))
+    results = tmp_path / "results-ray"
+    summary = run_grid(
+        grid, results, executor="ray", data_root=data_root, progress=False, log=quiet
+    )
+    assert summary.ran == 2 and not summary.failed
+    check_store(results, grid, data_root)
+
+
+def test_failed_trial_is_recorded_and_retried(tmp_path, data_root, monkeypatch):
+    from bench import trainer
+
+    def broken(self):
+        raise RuntimeError("out of cheese")
+
+    grid = load_grid(grid_file(tmp_path, methods=["source-only"]))
+    results = tmp_path / "results"
+    monkeypatch.setattr(trainer.Trainer, "fit", broken)
+    summary = run_grid(
+        grid, results, executor="local", data_root=data_root, progress=False, log=quiet
+    )
+    record = summary.records[0]
+    assert record["status"] == "failed" and record["error"]["message"] == "out of cheese"
+    assert "RuntimeError" in record["error"]["traceback"]
+    validate_record(record)
+    assert not is_complete(results, grid.trials[0].trial_id)
+    monkeypatch.undo()
+    summary = run_grid(
+        grid, results, executor="local", data_root=data_root, progress=False, log=quiet
+    )
+    assert summary.ran == 1 and summary.records[0]["status"] == "ok"
+
+
+def test_non_finite_loss_marks_the_trial_diverged(tmp_path, data_root):
+    grid = load_grid(
+        grid_file(
+            tmp_path,
+            methods=["source-only"],
+            hparams={"source-only": {"pose_weight": float("nan")}},
+        )
+    )
+    results = tmp_path / "results"
+    summary = run_grid(
+        grid, results, executor="local", data_root=data_root, progress=False, log=quiet
+    )
+    record = summary.records[0]
+    assert record["status"] == "diverged" and record["diverged_at"] == 2
+    validate_record(record)
+    assert is_complete(results, grid.trials[0].trial_id)  # diverged is a result, not a retry
+
+
+def test_cli_grid_show_and_run_errors(tmp_path, capsys):
+    path = grid_file(tmp_path)
+    assert main(["grid", "show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 trials" in out and "source-only" in out and "oracle" in out
+    assert main(["run", "nonexistent-grid", "--executor", "local"]) == 2
+    assert "named grids: " in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse names the valid choices
+        main(["run", str(path), "--executor", "dask"])
+    assert "invalid choice: 'dask'" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "no result store" in capsys.readouterr().err
