@@ -128,11 +128,15 @@ def create_backbone(
     img_size: int,
     patch_size: int | None = None,
     weights: str | os.PathLike[str] | None = None,
+    output_stride: int = 32,
 ) -> Backbone:
     """Build backbone ``name`` (one of BACKBONES) for square ``img_size`` inputs.
 
-    ``patch_size`` applies to ViTs only (default 16). ``weights`` is a local file holding a
-    state dict (of the timm model, of a Backbone, or of a model whose backbone is called
+    ``patch_size`` applies to ViTs only (default 16). ``output_stride`` (ResNets only: 32,
+    16 or 8) dilates the last stages instead of striding them, as DeepLab does; at small
+    crops (64 px → a 2×2 map at stride 32) it keeps spatial detail, at the cost of running
+    the dilated stages at higher resolution. ``weights`` is a local file holding a state
+    dict (of the timm model, of a Backbone, or of a model whose backbone is called
     ``backbone``), possibly wrapped in a checkpoint dict under "state_dict" or "model".
     """
     if name not in BACKBONES:
@@ -144,6 +148,8 @@ def create_backbone(
         raise DabenchError(f"patch_size applies to ViT backbones only, not {name}")
 
     if is_vit:
+        if output_stride != 32:
+            raise DabenchError(f"output_stride applies to ResNet backbones only, not {name}")
         patch = 16 if patch_size is None else patch_size
         if not isinstance(patch, int) or patch <= 0 or img_size % patch:
             raise DabenchError(
@@ -168,6 +174,13 @@ def create_backbone(
     else:
         if img_size % 32:
             raise DabenchError(f"{name}: img_size must be a multiple of 32, got {img_size}")
+        if output_stride not in (8, 16, 32) or (
+            output_stride != 32 and not name.startswith("resnet")
+        ):
+            raise DabenchError(
+                f"{name}: output_stride {output_stride} not supported (ResNets: 8, 16, 32; "
+                "other backbones: 32)"
+            )
         if name.startswith("hrnet"):
             model = timm.create_model(
                 name, pretrained=False, features_only=True, feature_location="", out_indices=(1,)
@@ -182,8 +195,10 @@ def create_backbone(
             channels, stride = model.feature_info.channels()[0], model.feature_info.reduction()[0]
             ignored = _IGNORED_PREFIXES["hrnet"] + pruned
         else:
-            model = timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
-            channels, stride = model.num_features, 32
+            model = timm.create_model(
+                name, pretrained=False, num_classes=0, global_pool="", output_stride=output_stride
+            )
+            channels, stride = model.num_features, output_stride
             ignored = _IGNORED_PREFIXES["resnet"]
         backbone = Backbone(
             model,

@@ -38,6 +38,10 @@ class RigSpec:
     front: tuple[float, float, float]
     up: tuple[float, float, float]
     target: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # Where the arc of views is centred (degrees from ``front``): uniform over the circle
+    # when empty, else one of these ± ``azimuth_jitter``.
+    azimuth_centers: tuple[float, ...] = ()
+    azimuth_jitter: float = 0.0
 
     def with_overrides(self, overrides: Mapping[str, Any] | None, where: str) -> RigSpec:
         if not overrides:
@@ -61,7 +65,14 @@ def sample_rigs(spec: RigSpec, rng: np.random.Generator, num_scenes: int, num_vi
     side = np.cross(axis, front)
     # Views spread evenly over the arc around a random centre, with a little jitter.
     spread = np.deg2rad(spec.azimuth_spread)
-    centre = rng.uniform(-np.pi, np.pi, (num_scenes, 1))
+    if spec.azimuth_centers:
+        choice = rng.integers(0, len(spec.azimuth_centers), (num_scenes, 1))
+        centre = np.deg2rad(
+            np.asarray(spec.azimuth_centers)[choice]
+            + rng.uniform(-spec.azimuth_jitter, spec.azimuth_jitter, (num_scenes, 1))
+        )
+    else:
+        centre = rng.uniform(-np.pi, np.pi, (num_scenes, 1))
     slots = (np.arange(num_views)[None, :] + 0.5) / num_views - 0.5
     noise = rng.normal(0, 0.15 * spread / num_views, (num_scenes, num_views))
     az = centre + spread * slots + noise

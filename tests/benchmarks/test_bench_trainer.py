@@ -1,0 +1,78 @@
+"""Harness overhead: one trainer step against a bare PyTorch loop on the same model and
+batch (target: ratio ≤ 1.05). Both sides do the same work — forward, integral loss,
+backward, AdamW step — with clipping and AMP off, so the difference is what the harness
+adds (method dispatch, loss dict, grad scaler no-op, bookkeeping).
+
+Run with ``pytest tests/benchmarks/test_bench_trainer.py --benchmark-enable``; the two
+medians go to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.data.synthetic.build import synthesize
+from bench.data.views import pair_shards
+from bench.methods.supervised import SourceOnly, SupervisedHparams
+from bench.models.pose_net import ModelConfig
+from bench.trainer import TrainConfig, Trainer
+
+BATCH = 32
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    synthesize(
+        ["synth-hand-clean", "synth-hand-wild"],
+        root,
+        n_train=64,
+        n_test=16,
+        size=64,
+        progress=False,
+    )
+    pair = pair_shards("synth-hand-clean", "synth-hand-wild", root)
+    torch.manual_seed(0)
+    method = SourceOnly(SupervisedHparams(), ModelConfig(), 21, pair.root)
+    trainer = Trainer(
+        method,
+        pair,
+        TrainConfig(grad_clip=0.0, amp="none"),
+        seed=0,
+        workdir=tmp_path_factory.mktemp("work"),
+        progress=False,
+    )
+    trainer.make_optimizer([p for p in method.parameters() if p.requires_grad], 1.0)
+    batch = next(trainer._loaders()["source"])
+    batch = {"source": trainer._to_device(batch)}
+    return method, trainer, batch
+
+
+@pytest.mark.benchmark(group="trainer-overhead")
+def test_bare_pytorch_step(benchmark, setup):
+    method, _, batch = setup
+    net, src = method.net, batch["source"]
+    opt = torch.optim.AdamW(method.parameters(), lr=1e-3)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        out = net(src["images"])
+        loss = net.integral_loss(out, src["kp2d"], src["kp3d"], src["vis"], method.root)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    loss = benchmark.pedantic(step, rounds=5 if not benchmark.disabled else 1, warmup_rounds=1)
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.benchmark(group="trainer-overhead")
+def test_trainer_step(benchmark, setup):
+    _, trainer, batch = setup
+    loss = benchmark.pedantic(
+        lambda: trainer.train_step("train", batch, 0, 0.0),
+        rounds=5 if not benchmark.disabled else 1,
+        warmup_rounds=1,
+    )
+    assert torch.isfinite(loss)
