@@ -237,6 +237,9 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
                 "depth_range_mm": DEPTH_RANGE_MM.get(src.joint_set, DEFAULT_DEPTH_RANGE_MM),
             }
             pair_model.update(model)
+            pair_model.update(
+                _dataclass_overrides(ModelConfig, r.card.model, f"method card {r.card.name}: model")
+            )
             model_cfg = dataclasses.asdict(ModelConfig(**pair_model))
             for seed in seeds:
                 trials.append(

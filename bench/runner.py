@@ -10,14 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.data.views import check_needs, pair_shards
+from bench.data.views import DataNeed, check_needs, pair_shards
 from bench.errors import DabenchError
 from bench.grid import Grid, TrialSpec
-from bench.methods.cards import load_method_card
-from bench.methods.registry import get_method_class
 from bench.paths import shard_root
 from bench.store import is_complete, read_record, trial_dir
-from bench.trial import ensure_shards, run_trial
+from bench.trial import ensure_shards, method_class, run_trial
 
 EXECUTORS = ("ray", "local")
 
@@ -39,13 +37,19 @@ def prepare(trials: list[TrialSpec], data_root: Path, log: Callable[[str], None]
     can feed its method — all before the first trial starts."""
     seen = set()
     for spec in trials:
-        key = (spec.source, spec.target, tuple(sorted(spec.data.items())))
+        cls, hparams = method_class(spec)
+        needs = cls.data_needs(hparams)
+        key = (
+            spec.source,
+            spec.target,
+            tuple(sorted(spec.data.items())),
+            DataNeed.BACKGROUNDS in needs,
+        )
         if key not in seen:
             seen.add(key)
-            ensure_shards(spec, data_root, progress=True)
+            ensure_shards(spec, data_root, progress=True, backgrounds=DataNeed.BACKGROUNDS in needs)
         pair = pair_shards(spec.source, spec.target, data_root)
-        cls = get_method_class(load_method_card(spec.method).adapter)
-        check_needs(spec.label, cls.needs, pair)
+        check_needs(spec.label, needs, pair)
 
 
 def run_grid(

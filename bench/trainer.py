@@ -274,8 +274,12 @@ class Trainer:
         )
 
     def _loaders(self) -> dict[str, Iterator]:
-        fields = role_fields(self.method.needs)
-        paths = {"source": self.pair.source_train, "target": self.pair.target_train}
+        fields = role_fields(self.method.active_needs)
+        paths = {
+            "source": self.pair.source_train,
+            "target": self.pair.target_train,
+            "backgrounds": self.pair.backgrounds,
+        }
         out = {}
         for k, (role, f) in enumerate(sorted(fields.items())):
             indices = self._src_train_idx if role == "source" else None

@@ -20,7 +20,8 @@ import torch
 
 from bench import __version__
 from bench.data.cards import load_dataset_card
-from bench.data.views import PairShards, check_needs, pair_shards
+from bench.data.joints import get_joint_set
+from bench.data.views import DataNeed, check_needs, pair_shards
 from bench.errors import DabenchError
 from bench.grid import SELECTION_RULES, TrialSpec
 from bench.methods.base import coerce_hparams
@@ -50,13 +51,18 @@ def _lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_shards(spec: TrialSpec, root: Path | None = None, progress: bool = False) -> None:
-    """Generate the pair's synthetic shards if they are missing (real datasets must be
-    converted by the user; their absence is an error raised by :func:`pair_shards`)."""
+def ensure_shards(
+    spec: TrialSpec, root: Path | None = None, progress: bool = False, backgrounds: bool = False
+) -> None:
+    """Generate the pair's synthetic shards (and the background images, if the method
+    needs them) when they are missing. Real datasets must be converted by the user; their
+    absence is an error raised by :func:`pair_shards`."""
     from bench.data.synthetic.build import synthesize
+    from bench.data.views import BACKGROUNDS_CARD
 
     root = root or shard_root()
-    for card_name in (spec.source, spec.target):
+    cards = [spec.source, spec.target] + ([BACKGROUNDS_CARD] if backgrounds else [])
+    for card_name in cards:
         card = load_dataset_card(card_name)
         if card.synthetic is None:
             continue
@@ -141,14 +147,10 @@ def versions() -> dict[str, Any]:
     }
 
 
-def build_method(spec: TrialSpec, pair: PairShards):
-    card = load_method_card(spec.method)
-    cls = get_method_class(card.adapter)
-    hparams = coerce_hparams(cls.Hparams, spec.hparams, f"method {spec.label}")
-    from bench.data.joints import get_joint_set
-
-    num_joints = get_joint_set(pair.joint_set).num_joints
-    return cls(hparams, spec.model_config(), num_joints, pair.root)
+def method_class(spec: TrialSpec) -> tuple[type, Any]:
+    """The adapter class of a trial and its typed hyper-parameters."""
+    cls = get_method_class(load_method_card(spec.method).adapter)
+    return cls, coerce_hparams(cls.Hparams, spec.hparams, f"method {spec.label}")
 
 
 def run_trial(
@@ -170,12 +172,16 @@ def run_trial(
         train_cfg = spec.train_config()
         if train_cfg.threads == 0:
             torch.set_num_threads(max(1, int(spec.resources.get("cpu", 1))))
-        ensure_shards(spec, data_root)
+        cls, hparams = method_class(spec)
+        needs = cls.data_needs(hparams)
+        ensure_shards(spec, data_root, backgrounds=DataNeed.BACKGROUNDS in needs)
         pair = pair_shards(spec.source, spec.target, data_root)
         record["pair"]["joint_set"] = pair.joint_set
         record["data"]["fingerprints"] = pair.fingerprints()
-        method = build_method(spec, pair)
-        check_needs(spec.label, method.needs, pair)
+        check_needs(spec.label, needs, pair)
+        method = cls(
+            hparams, spec.model_config(), get_joint_set(pair.joint_set).num_joints, pair.root
+        )
         trainer = Trainer(method, pair, train_cfg, spec.seed, workdir, progress=progress, log=log)
         result = trainer.fit()
         predictions = _fill_results(record, result, spec.selection)

@@ -146,7 +146,7 @@ def check_needs(method: str, needs: Iterable[DataNeed], pair: PairShards) -> Non
 
 
 def role_fields(needs: Iterable[DataNeed]) -> dict[str, tuple[str, ...]]:
-    """Which fields each batch role ("source", "target") carries for these needs."""
+    """Which fields each batch role ("source", "target", "backgrounds") carries."""
     needs = set(needs)
     roles: dict[str, list[str]] = {}
     if DataNeed.SOURCE_LABELS in needs:
@@ -159,6 +159,8 @@ def role_fields(needs: Iterable[DataNeed]) -> dict[str, tuple[str, ...]]:
         roles.setdefault("target", []).append("images")
     if DataNeed.TARGET_MASKS in needs:
         roles.setdefault("target", ["images"]).append("masks")
+    if DataNeed.BACKGROUNDS in needs:
+        roles["backgrounds"] = ["images"]
     return {role: tuple(dict.fromkeys(fields)) for role, fields in roles.items()}
 
 

@@ -53,6 +53,16 @@ class Method(nn.Module):
         self.root = root
         self.net = PoseNet(model_config, num_joints)
 
+    @classmethod
+    def data_needs(cls, hparams: Any) -> frozenset[DataNeed]:
+        """The data this method needs with these hyper-parameters (a variant may need
+        other data than the default, e.g. background images instead of target images)."""
+        return cls.needs
+
+    @property
+    def active_needs(self) -> frozenset[DataNeed]:
+        return self.data_needs(self.hparams)
+
     def stages(self) -> list[Stage]:
         return [Stage("train")]
 

@@ -19,7 +19,16 @@ from bench.paths import method_cards_dir
 
 CATEGORIES = ("source-only", "domain-adaptation", "domain-generalisation", "oracle")
 _REQUIRED = ("name", "adapter", "category", "title", "description")
-_OPTIONAL = ("paper", "defaults", "variants", "ablation_groups", "reported", "fidelity", "choices")
+_OPTIONAL = (
+    "paper",
+    "defaults",
+    "variants",
+    "ablation_groups",
+    "reported",
+    "fidelity",
+    "choices",
+    "model",
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,9 @@ class MethodCard:
     reported: Any = None
     fidelity: str = "faithful"
     choices: tuple[str, ...] = ()
+    # Model settings the method's paper fixes (e.g. a volumetric head); they override the
+    # grid's model section for this method's trials.
+    model: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,7 @@ def _parse(path: Path) -> MethodCard:
         reported=raw.get("reported"),
         fidelity=raw.get("fidelity", "faithful"),
         choices=tuple(raw.get("choices") or ()),
+        model=raw.get("model") or {},
     )
 
 
