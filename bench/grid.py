@@ -33,14 +33,24 @@ _KEYS = (
     "hparams",
     "resources",
     "selection",
+    "warm_start",
 )
+# Categories a warm start applies to: methods that adapt a source-trained model.
+WARM_STARTED = ("domain-adaptation", "domain-generalisation")
 _DATA_KEYS = ("n_train", "n_test", "size", "seed")
 # Root-relative depth range per joint set (mm mapped to [-0.5, 0.5]): hands span ~0.2 m,
 # bodies ~1 m either side of the pelvis (Sun et al. use 2 m for bodies).
 DEPTH_RANGE_MM = {"hand21": 400.0}
 DEFAULT_DEPTH_RANGE_MM = 2000.0
 # Train settings that do not change what is learned; excluded from the trial id.
-_NON_SEMANTIC_TRAIN = ("threads", "workers", "log_every", "device", "eval_batch_size")
+_NON_SEMANTIC_TRAIN = (
+    "threads",
+    "workers",
+    "log_every",
+    "device",
+    "eval_batch_size",
+    "keep_checkpoint",
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,7 @@ class TrialSpec:
     train: Mapping[str, Any]
     selection: str
     resources: Mapping[str, float]
+    init: str | None = None  # trial id whose final weights this trial starts from
 
     @property
     def label(self) -> str:
@@ -77,6 +88,7 @@ class TrialSpec:
             "data": dict(self.data),
             "model": dict(self.model),
             "train": train,
+            "init": self.init,
         }
 
     @property
@@ -153,6 +165,36 @@ def _dataclass_overrides(cls: type, values: Mapping[str, Any], where: str) -> di
         if expected is not None and not isinstance(value, expected):
             raise DabenchError(f"{where}: {key!r} must be {expected.__name__}, got {value!r}")
         out[key] = value
+    return out
+
+
+def _warm_start(
+    trials: list[TrialSpec], entry: str, train: TrainConfig, where: str
+) -> list[TrialSpec]:
+    """Domain-adaptation trials start from the final weights of the ``entry`` trial (e.g.
+    source-only) of the same pair and seed, and train ``train.adapt_steps`` more steps:
+    the shared pre-training is computed once per pair and seed, as RegDA and UniFrame
+    pre-train on the source before adapting."""
+    method, _, variant = entry.partition("/")
+    inits = {
+        (t.source, t.target, t.seed): t
+        for t in trials
+        if t.method == method and t.variant == (variant or None)
+    }
+    if not inits:
+        raise DabenchError(
+            f"{where}: warm_start {entry!r} is not one of the grid's methods; add it to "
+            "'methods' (its trials provide the starting weights)"
+        )
+    steps = train.adapt_steps or train.steps
+    out = []
+    for t in trials:
+        if t.category not in WARM_STARTED:
+            out.append(t)
+            continue
+        init = inits[(t.source, t.target, t.seed)]
+        adapted = {**t.train, "steps": steps, "eval_every": min(train.eval_every, steps)}
+        out.append(dataclasses.replace(t, init=init.trial_id, train=adapted))
     return out
 
 
@@ -259,6 +301,9 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
                         resources=dict(resources),
                     )
                 )
+    warm_start = raw.get("warm_start")
+    if warm_start is not None:
+        trials = _warm_start(trials, str(warm_start), train_cfg, where)
     ids = [t.trial_id for t in trials]
     if len(set(ids)) != len(ids):
         raise DabenchError(f"{where}: the grid lists the same trial twice (duplicate entries)")

@@ -32,7 +32,9 @@ class RunSummary:
         return [r for r in self.records if r["status"] == "failed"]
 
 
-def prepare(trials: list[TrialSpec], data_root: Path, log: Callable[[str], None]) -> None:
+def prepare(
+    trials: list[TrialSpec], data_root: Path, log: Callable[[str], None], progress: bool = True
+) -> None:
     """Generate missing synthetic shards once, in the driver, and check that every pair
     can feed its method — all before the first trial starts."""
     seen = set()
@@ -47,7 +49,9 @@ def prepare(trials: list[TrialSpec], data_root: Path, log: Callable[[str], None]
         )
         if key not in seen:
             seen.add(key)
-            ensure_shards(spec, data_root, progress=True, backgrounds=DataNeed.BACKGROUNDS in needs)
+            ensure_shards(
+                spec, data_root, progress=progress, backgrounds=DataNeed.BACKGROUNDS in needs
+            )
         pair = pair_shards(spec.source, spec.target, data_root)
         check_needs(spec.label, needs, pair)
 
@@ -73,18 +77,30 @@ def run_grid(
         f"{len(pending)} to run ({executor}) → {results}"
     )
     if pending:
-        prepare(pending, data_root, log)
+        prepare(pending, data_root, log, progress)
         results.mkdir(parents=True, exist_ok=True)
-        if executor == "local":
-            for i, spec in enumerate(pending, 1):
-                log(
-                    f"[{i}/{len(pending)}] {spec.label} {spec.source} → {spec.target} "
-                    f"seed {spec.seed}"
+        # Warm-started trials need the weights of the trial they start from: two waves.
+        waves = [[t for t in pending if not t.init], [t for t in pending if t.init]]
+        done = 0
+        for wave in waves:
+            if not wave:
+                continue
+            if executor == "local":
+                for spec in wave:
+                    done += 1
+                    log(
+                        f"[{done}/{len(pending)}] {spec.label} {spec.source} → {spec.target} "
+                        f"seed {spec.seed}"
+                    )
+                    record = run_trial(
+                        spec, results, data_root=data_root, progress=progress, log=log
+                    )
+                    log(_summary_line(record))
+            else:
+                _run_ray(
+                    grid, wave, results, data_root, address, log, offset=done, total=len(pending)
                 )
-                record = run_trial(spec, results, data_root=data_root, progress=progress, log=log)
-                log(_summary_line(record))
-        else:
-            _run_ray(grid, pending, results, data_root, address, log)
+                done += len(wave)
     records = []
     for spec in grid.trials:
         path = trial_dir(results, spec.trial_id) / "record.json"
@@ -136,6 +152,8 @@ def _run_ray(
     data_root: Path,
     address: str | None,
     log: Callable[[str], None],
+    offset: int = 0,
+    total: int | None = None,
 ) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -144,14 +162,14 @@ def _run_ray(
 
     class _Progress(tune.Callback):
         def __init__(self) -> None:
-            self.done = 0
+            self.done = offset
 
         def on_trial_complete(self, iteration, trials, trial, **info) -> None:
             self.done += 1
             spec = TrialSpec.from_dict(trial.config["spec"])
             path = trial_dir(results, spec.trial_id) / "record.json"
             line = _summary_line(read_record(path)) if path.exists() else f"  {spec.label}: ?"
-            log(f"[{self.done}/{len(pending)}]{line}")
+            log(f"[{self.done}/{total or len(pending)}]{line}")
 
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
             self.on_trial_complete(iteration, trials, trial)
@@ -177,7 +195,7 @@ def _run_ray(
             "data_root": str(data_root),
         },
         run_config=tune.RunConfig(
-            name=grid.name,
+            name=f"{grid.name}-{offset}",
             storage_path=str(results / "_ray"),
             failure_config=tune.FailureConfig(max_failures=1),
             verbose=0,

@@ -231,6 +231,8 @@ def load(results: Path | str) -> pd.DataFrame:
             "selection": rec["selection"]["rule"],
             "selected_step": rec["selection"]["step"],
             "train_seconds": rec["timings"].get("train_seconds"),
+            "init": (rec.get("init") or {}).get("trial_id"),
+            "steps": rec["spec"]["train"]["steps"],
             "device": rec["device"],
         }
         for split, block in rec["metrics"].items():

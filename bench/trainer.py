@@ -4,6 +4,7 @@ checkpoints, divergence detection, seeding, progress. Knows nothing about Ray.""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import random
@@ -40,6 +41,7 @@ class TrainConfig:
     """The training budget and optimisation settings shared by every method of a grid."""
 
     steps: int = 1000
+    adapt_steps: int = 0  # steps of warm-started (adapting) trials; 0 = steps
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -55,6 +57,7 @@ class TrainConfig:
     workers: int = 0  # DataLoader workers per role
     deterministic: bool = False  # deterministic kernels (slower on GPU)
     log_every: int = 10
+    keep_checkpoint: bool = False  # keep checkpoint.pt (weights + optimiser) after the trial
 
     def __post_init__(self) -> None:
         if self.amp not in AMP_MODES:
@@ -64,6 +67,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_every", "eval_batch_size", "log_every"):
             if getattr(self, name) <= 0:
                 raise DabenchError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.adapt_steps < 0:
+            raise DabenchError(f"train.adapt_steps must be >= 0, got {self.adapt_steps}")
         if not 0.0 <= self.source_val_fraction < 0.5:
             raise DabenchError("train.source_val_fraction must be in [0, 0.5)")
 
@@ -78,6 +83,20 @@ class Evaluation:
 
     def overall(self) -> dict[str, dict[str, float]]:
         return {split: rep.overall for split, rep in self.reports.items()}
+
+
+@dataclass
+class _RunState:
+    """What a run has produced so far; checkpointed with the weights."""
+
+    step: int = 0
+    samples: int = 0
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    status: str = "ok"
+    diverged_at: int | None = None
+    evaluations: list[Evaluation] = field(default_factory=list)
+    losses: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -132,8 +151,14 @@ class Trainer:
         workdir: Path,
         progress: bool = True,
         log: Callable[[str], None] | None = None,
+        resume: bool = False,
+        run_id: str = "",
     ) -> None:
         self.method = method
+        self.resume = resume
+        # Identifies the run a checkpoint belongs to (the trial id): a checkpoint of another
+        # configuration in the same directory is never resumed from.
+        self.run_id = run_id or json.dumps(dataclasses.asdict(config), sort_keys=True)
         self.pair = pair
         self.config = config
         self.seed = seed
@@ -190,21 +215,24 @@ class Trainer:
 
     # -- the whole run ------------------------------------------------------------------
     def fit(self) -> TrainResult:
+        """Train every stage, evaluating every ``eval_every`` steps. With ``resume`` and a
+        checkpoint of the same run in ``workdir`` (a retried Ray trial), training continues
+        after the last evaluation instead of starting over."""
         cfg = self.config
         seed_everything(self.seed, cfg.deterministic)
         stages = self.method.stages()
         shares = np.array([s.share for s in stages], dtype=float)
         stage_steps = np.floor(cfg.steps * shares / shares.sum()).astype(int)
         stage_steps[-1] = cfg.steps - stage_steps[:-1].sum()
-        loaders = self._loaders()
-        evaluations: list[Evaluation] = []
-        losses_log: list[dict[str, float]] = []
-        status, diverged_at = "ok", None
-        t_train = t_eval = 0.0
-        samples = 0
-        global_step = 0
+        state = _RunState()
+        restored = self._restore() if self.resume else None
+        if restored is not None:
+            state = restored["state"]
+            self.log(f"resuming after step {state.step}")
+        loaders = self._loaders(offset=state.step)
         bar = tqdm(
             total=cfg.steps,
+            initial=state.step,
             disable=not self.progress,
             leave=False,
             unit="step",
@@ -213,67 +241,80 @@ class Trainer:
         # Losses accumulate as tensors and are read every log_every steps: reading them each
         # step would synchronise a GPU every step.
         running: dict[str, torch.Tensor] = {}
-        for stage, n_steps in zip(stages, stage_steps, strict=True):
+        first = 0
+        for index, (stage, n_steps) in enumerate(zip(stages, stage_steps, strict=True)):
+            n_steps = int(n_steps)
+            if first + n_steps <= state.step:  # finished before the checkpoint
+                first += n_steps
+                continue
             params = list(stage.params(self.method) if stage.params else self.method.parameters())
-            params = [p for p in params if p.requires_grad]
-            self.make_optimizer(params, stage.lr_scale)
+            self.make_optimizer([p for p in params if p.requires_grad], stage.lr_scale)
+            if restored is not None and restored["stage"] == index:
+                self.optimizer.load_state_dict(restored["optimizer"])
+                self.scaler.load_state_dict(restored["scaler"])
             warmup = min(cfg.warmup_steps, n_steps // 4)
             self.method.train()
             t0 = time.perf_counter()
-            for i in range(int(n_steps)):
+            for i in range(state.step - first, n_steps):
                 for group in self.optimizer.param_groups:
-                    group["lr"] = self._base_lr * warmup_cosine(i, int(n_steps), warmup)
+                    group["lr"] = self._base_lr * warmup_cosine(i, n_steps, warmup)
                 batch = {role: self._to_device(next(it)) for role, it in loaders.items()}
-                total = self.train_step(stage.name, batch, global_step, i / max(1, n_steps))
-                samples += sum(len(b["images"]) for b in batch.values())
-                global_step += 1
+                total = self.train_step(stage.name, batch, state.step, i / max(1, n_steps))
+                state.samples += sum(len(b["images"]) for b in batch.values())
+                state.step += 1
                 for k, v in self._last_losses.items():
                     running[k] = running[k] + v.detach() if k in running else v.detach()
-                if global_step % cfg.log_every == 0 or i == n_steps - 1:
+                if state.step % cfg.log_every == 0 or i == n_steps - 1:
                     sums = {k: float(v) for k, v in running.items()}
                     if not math.isfinite(float(total)) or not all(
                         math.isfinite(v) for v in sums.values()
                     ):
-                        status, diverged_at = "diverged", global_step
-                        self.log(f"non-finite loss at step {global_step}: stopping")
+                        state.status, state.diverged_at = "diverged", state.step
+                        self.log(f"non-finite loss at step {state.step}: stopping")
                         break
-                    count = global_step % cfg.log_every or cfg.log_every
-                    entry = {"step": global_step, "stage": stage.name}
+                    count = state.step % cfg.log_every or cfg.log_every
+                    entry = {"step": state.step, "stage": stage.name}
                     entry |= {k: v / count for k, v in sums.items()}
                     entry |= self.method.metrics_step()
                     entry["lr"] = self.optimizer.param_groups[0]["lr"]
-                    losses_log.append(entry)
+                    state.losses.append(entry)
                     bar.set_postfix({k: f"{v / count:.4f}" for k, v in sums.items()})
                     running = {}
                 bar.update(1)
-                if global_step % cfg.eval_every == 0 or global_step == cfg.steps:
-                    t_train += time.perf_counter() - t0
+                if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
+                    state.train_seconds += time.perf_counter() - t0
                     te = time.perf_counter()
-                    evaluations.append(self.evaluate(global_step))
-                    self._checkpoint(global_step, evaluations, losses_log)
-                    t_eval += time.perf_counter() - te
+                    state.evaluations.append(self.evaluate(state.step))
+                    state.eval_seconds += time.perf_counter() - te
+                    self._checkpoint(state, index)
                     self.method.train()
                     t0 = time.perf_counter()
-            t_train += time.perf_counter() - t0
-            if status == "diverged":
+            state.train_seconds += time.perf_counter() - t0
+            first += n_steps
+            if state.status == "diverged":
                 break
         bar.close()
         return TrainResult(
-            status=status,
-            evaluations=evaluations,
-            losses=losses_log,
+            status=state.status,
+            evaluations=state.evaluations,
+            losses=state.losses,
             timings={
-                "train_seconds": t_train,
-                "eval_seconds": t_eval,
-                "train_samples_per_s": samples / t_train if t_train > 0 else 0.0,
-                "steps": global_step,
+                "train_seconds": state.train_seconds,
+                "eval_seconds": state.eval_seconds,
+                "train_samples_per_s": state.samples / state.train_seconds
+                if state.train_seconds > 0
+                else 0.0,
+                "steps": state.step,
+                "resumed": restored is not None,
             },
             device=self._device_name(),
             peak_memory_mb=self._peak_memory_mb(),
-            diverged_at=diverged_at,
+            diverged_at=state.diverged_at,
         )
 
-    def _loaders(self) -> dict[str, Iterator]:
+    def _loaders(self, offset: int = 0) -> dict[str, Iterator]:
+        """Infinite shuffled batches per role; ``offset`` (the step a resumed run starts
+        at) changes the shuffling seed so a resumed run does not replay the same batches."""
         fields = role_fields(self.method.active_needs)
         paths = {
             "source": self.pair.source_train,
@@ -351,19 +392,37 @@ class Trainer:
         self.log(f"step {step}: target MPJPE {tt['mpjpe']:.1f} mm, PCK@0.05 {tt['pck2d_005']:.1f}%")
         return ev
 
-    def _checkpoint(self, step: int, evaluations: list[Evaluation], losses: list) -> None:
+    def _checkpoint(self, state: _RunState, stage: int) -> None:
+        """Everything needed to continue after this evaluation, written atomically."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         tmp = self.workdir / "checkpoint.pt.partial"
         torch.save(
             {
-                "step": step,
+                "run": self.run_id,
+                "stage": stage,
+                "state": state,
                 "method": self.method.state_dict(),
                 "optimizer": self.optimizer.state_dict() if self.optimizer else None,
-                "config": dataclasses.asdict(self.config),
+                "scaler": self.scaler.state_dict(),
             },
             tmp,
         )
         tmp.replace(self.workdir / "checkpoint.pt")
+
+    def _restore(self) -> dict[str, Any] | None:
+        path = self.workdir / "checkpoint.pt"
+        if not path.exists():
+            return None
+        try:
+            # Our own file, written by _checkpoint; it pickles the run state (metrics).
+            ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as exc:  # an interrupted or foreign file: start over
+            self.log(f"ignoring unreadable checkpoint {path}: {exc}")
+            return None
+        if ckpt.get("run") != self.run_id:
+            return None
+        self.method.load_state_dict(ckpt["method"])
+        return ckpt
 
     def _device_name(self) -> str:
         if self.device.type == "cuda":

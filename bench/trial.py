@@ -29,7 +29,7 @@ from bench.methods.cards import load_method_card
 from bench.methods.registry import get_method_class
 from bench.metrics import METRICS_VERSION
 from bench.paths import REPO_ROOT, shard_root
-from bench.store import RECORD_SCHEMA_ID, write_trial
+from bench.store import RECORD_SCHEMA_ID, read_record, write_trial
 from bench.trainer import Evaluation, Trainer, TrainResult
 
 # Lower is better for the metric each selection rule minimises.
@@ -147,6 +147,45 @@ def versions() -> dict[str, Any]:
     }
 
 
+WEIGHTS = "weights.pt"
+
+
+def _save_weights(method, path: Path) -> None:
+    """The final pose-network weights: what warm-started trials start from."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(method.net.state_dict(), tmp)
+    tmp.replace(path)
+
+
+def warm_start(method, path: Path) -> dict[str, int]:
+    """Load a finished trial's pose-network weights into ``method.net``: every tensor whose
+    name and shape match (the backbone always; the head when both trials use the same
+    head). Returns counts for the record."""
+    if not path.exists():
+        raise DabenchError(
+            f"warm start needs {path}, the weights of trial {path.parent.name}, which has not "
+            "finished (it must run first, and succeed)"
+        )
+    status = read_record(path.parent / "record.json").get("status")
+    if status != "ok":
+        raise DabenchError(
+            f"warm start from trial {path.parent.name}, whose status is {status!r}, not 'ok'"
+        )
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    own = method.net.state_dict()
+    loaded = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    backbone = [k for k in own if k.startswith("backbone.")]
+    missing = [k for k in backbone if k not in loaded]
+    if missing:
+        raise DabenchError(
+            f"warm start from {path}: {len(missing)} backbone tensors do not match (e.g. "
+            f"{missing[0]}); the trials must share the backbone"
+        )
+    method.net.load_state_dict(loaded, strict=False)
+    return {"loaded_tensors": len(loaded), "fresh_tensors": len(own) - len(loaded)}
+
+
 def method_class(spec: TrialSpec) -> tuple[type, Any]:
     """The adapter class of a trial and its typed hyper-parameters."""
     cls = get_method_class(load_method_card(spec.method).adapter)
@@ -182,9 +221,25 @@ def run_trial(
         method = cls(
             hparams, spec.model_config(), get_joint_set(pair.joint_set).num_joints, pair.root
         )
-        trainer = Trainer(method, pair, train_cfg, spec.seed, workdir, progress=progress, log=log)
+        if spec.init:
+            record["init"] = {
+                "trial_id": spec.init,
+                **warm_start(method, Path(results) / spec.init / WEIGHTS),
+            }
+        trainer = Trainer(
+            method,
+            pair,
+            train_cfg,
+            spec.seed,
+            workdir,
+            progress=progress,
+            log=log,
+            resume=True,
+            run_id=spec.trial_id,
+        )
         result = trainer.fit()
         predictions = _fill_results(record, result, spec.selection)
+        _save_weights(method, workdir / WEIGHTS)
     except Exception as exc:
         record["status"] = "failed"
         record["error"] = {
@@ -195,6 +250,10 @@ def run_trial(
         log(f"trial {spec.trial_id} failed: {type(exc).__name__}: {exc}")
     record["timings"]["total_seconds"] = time.perf_counter() - started
     write_trial(results, record, predictions)
+    checkpoint = workdir / "checkpoint.pt"
+    if record["status"] != "failed" and not spec.train.get("keep_checkpoint", False):
+        # Finished: the checkpoint only served resumption; it is the largest file by far.
+        checkpoint.unlink(missing_ok=True)
     return record
 
 

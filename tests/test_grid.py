@@ -124,3 +124,35 @@ def test_unknown_grid_lists_named_grids():
 def test_duplicate_trials_are_refused(tmp_path):
     with pytest.raises(DabenchError, match="same trial twice"):
         load_grid(write(tmp_path, {**BASE, "methods": ["source-only", "source-only"]}))
+
+
+def test_warm_start_links_adapting_trials_to_their_source_only_trial(tmp_path):
+    grid = load_grid(
+        write(
+            tmp_path,
+            {
+                **BASE,
+                "methods": ["source-only", "oracle", "ddc"],
+                "warm_start": "source-only",
+                "train": {**BASE["train"], "adapt_steps": 2},
+            },
+        )
+    )
+    by = {(t.method, t.seed): t for t in grid.trials}
+    for seed in (0, 1):
+        ddc, so = by[("ddc", seed)], by[("source-only", seed)]
+        assert ddc.init == so.trial_id and ddc.train["steps"] == 2
+        assert so.init is None and so.train["steps"] == 4
+        assert by[("oracle", seed)].init is None  # the oracle is not an adaptation
+    plain = load_grid(write(tmp_path, {**BASE, "methods": ["source-only", "ddc"]}, "p.yaml"))
+    assert {t.trial_id for t in plain.trials if t.method == "ddc"}.isdisjoint(
+        {by[("ddc", s)].trial_id for s in (0, 1)}
+    )
+    with pytest.raises(DabenchError, match="warm_start 'source-only' is not one of the grid"):
+        load_grid(
+            write(
+                tmp_path,
+                {**BASE, "methods": ["oracle", "ddc"], "warm_start": "source-only"},
+                "w.yaml",
+            )
+        )

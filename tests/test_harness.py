@@ -168,3 +168,54 @@ def test_cli_grid_show_and_run_errors(tmp_path, capsys):
     assert "invalid choice: 'dask'" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "no result store" in capsys.readouterr().err
+
+
+def test_a_retried_trial_resumes_from_its_last_checkpoint(tmp_path, data_root, monkeypatch):
+    from bench import trainer
+
+    real = trainer.Trainer.evaluate
+
+    def crash_at_last_evaluation(self, step):
+        if step == 4:
+            raise RuntimeError("node lost")
+        return real(self, step)
+
+    grid = load_grid(grid_file(tmp_path, methods=["source-only"]))
+    results = tmp_path / "results"
+    monkeypatch.setattr(trainer.Trainer, "evaluate", crash_at_last_evaluation)
+    first = run_grid(
+        grid, results, executor="local", data_root=data_root, progress=False, log=quiet
+    ).records[0]
+    assert first["status"] == "failed"
+    assert (trial_dir(results, first["trial_id"]) / "checkpoint.pt").exists()
+    monkeypatch.undo()
+    second = run_grid(
+        grid, results, executor="local", data_root=data_root, progress=False, log=quiet
+    ).records[0]
+    assert second["status"] == "ok" and second["timings"]["resumed"] is True
+    assert [e["step"] for e in second["curves"]["evaluations"]] == [2, 4]
+    assert not (trial_dir(results, second["trial_id"]) / "checkpoint.pt").exists()
+
+
+def test_warm_started_trials_start_from_the_source_only_weights(tmp_path, data_root):
+    grid = load_grid(
+        grid_file(
+            tmp_path,
+            methods=["source-only", "ddc"],
+            warm_start="source-only",
+            train={**TINY["train"], "adapt_steps": 2},
+        )
+    )
+    results = tmp_path / "results"
+    summary = run_grid(
+        grid, results, executor="local", data_root=data_root, progress=False, log=quiet
+    )
+    by = {r["method"]: r for r in summary.records}
+    assert by["source-only"]["status"] == by["ddc"]["status"] == "ok"
+    init = by["ddc"]["init"]
+    assert init["trial_id"] == by["source-only"]["trial_id"]
+    assert init["loaded_tensors"] > 0
+    assert [e["step"] for e in by["ddc"]["curves"]["evaluations"]] == [2]
+    assert (trial_dir(results, init["trial_id"]) / "weights.pt").exists()
+    text = (results / "report.md").read_text() if (results / "report.md").exists() else ""
+    assert text == "" or "source-only weights" in text

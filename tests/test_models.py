@@ -34,6 +34,9 @@ EXPECTED = {  # name: (channels, stride at patch 8 for ViTs)
     "vit_small": (384, 8),
     "vit_base": (768, 8),
     "hrnet_w32": (32, 4),
+    "resnet10t": (512, 32),
+    "regnetx_002": (368, 32),
+    "mobilenetv3_small_100": (576, 32),
 }
 
 
@@ -556,3 +559,30 @@ def test_tiny_posenet_overfits_one_batch() -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 5, (losses[0], losses[-1])
+
+
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_resnet_output_stride_dilates_instead_of_striding(output_stride: int) -> None:
+    b = create_backbone("resnet18", img_size=64, output_stride=output_stride)
+    assert b.stride == output_stride
+    assert b(torch.randn(1, 3, 64, 64)).shape[-1] == 64 // output_stride
+    net = PoseNet(ModelConfig(output_stride=output_stride), 21)
+    assert net(torch.zeros(1, 64, 64, 3, dtype=torch.uint8))["heatmaps"].shape[-1] == 16
+    with pytest.raises(DabenchError, match="output_stride"):
+        create_backbone("vit_tiny", img_size=64, output_stride=16)
+    with pytest.raises(DabenchError, match="output_stride 12"):
+        create_backbone("resnet18", img_size=64, output_stride=12)
+
+
+def test_cnn_pose_nets_run_channels_last_with_identical_results() -> None:
+    torch.manual_seed(0)
+    net = PoseNet(ModelConfig(backbone="regnetx_002", head_channels=32), 21).eval()
+    conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.randint(0, 255, (2, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        out = net(images)["coords"]
+        reference = net.to(memory_format=torch.contiguous_format)
+        reference.channels_last = False
+        ref = reference(images)["coords"]
+    assert torch.allclose(out, ref, atol=1e-4)

@@ -154,7 +154,7 @@ def test_styles_really_differ(subject):
     s_style = _image_stats(style["images"], style["masks"])
     # Wild: cluttered backgrounds and sensor noise.
     assert s_wild["bg_std"] > 3 * s_clean["bg_std"] + 0.02
-    assert s_wild["hf"] > 2 * s_clean["hf"]
+    assert s_wild["hf"] > 1.5 * s_clean["hf"]
     # Style: the subject's colours shift (skin is no longer skin-coloured), contrast drops.
     assert s_style["skin_hue"] < 0.5 * s_clean["skin_hue"]
     assert s_style["contrast"] < 0.85 * s_clean["contrast"]

@@ -38,4 +38,8 @@ def get_method_class(name: str) -> type[Method]:
 def _load_builtin() -> None:
     # Importing the modules runs their decorators; done lazily so that importing the
     # registry does not import every method (and torch) for `dabench data ...`.
+    import bench.methods.causal
+    import bench.methods.dan
+    import bench.methods.dann
+    import bench.methods.ddc
     import bench.methods.supervised  # noqa: F401

@@ -37,7 +37,12 @@ BACKBONES: tuple[str, ...] = (
     "vit_small",
     "vit_base",
     "hrnet_w32",
+    # Small CNNs for CPU budgets (the quickstart): stride 32, random init like the rest.
+    "resnet10t",
+    "regnetx_002",
+    "mobilenetv3_small_100",
 )
+_SMALL_CNNS = ("resnet10t", "regnetx_002", "mobilenetv3_small_100")
 
 _VIT_MODELS = {
     "vit_tiny": "vit_tiny_patch16_224",
@@ -195,11 +200,17 @@ def create_backbone(
             channels, stride = model.feature_info.channels()[0], model.feature_info.reduction()[0]
             ignored = _IGNORED_PREFIXES["hrnet"] + pruned
         else:
+            kwargs = {"output_stride": output_stride} if name.startswith("resnet") else {}
             model = timm.create_model(
-                name, pretrained=False, num_classes=0, global_pool="", output_stride=output_stride
+                name, pretrained=False, num_classes=0, global_pool="", **kwargs
             )
-            channels, stride = model.num_features, output_stride
-            ignored = _IGNORED_PREFIXES["resnet"]
+            # forward_features stops before any classifier-side layers (MobileNetV3's
+            # conv_head), so the map is the last stage's.
+            with torch.no_grad():
+                probe = model.eval().forward_features(torch.zeros(1, 3, 32, 32))
+            model.train()
+            channels, stride = probe.shape[1], output_stride
+            ignored = _IGNORED_PREFIXES["resnet"] + ("conv_head.", "classifier.", "head.")
         backbone = Backbone(
             model,
             name=name,

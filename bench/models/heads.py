@@ -60,9 +60,14 @@ class DeconvHead(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def hidden(self, feat: Tensor) -> Tensor:
+        """The last hidden feature map (after the deconvolutions, before the 1×1 conv):
+        [B,C,h,w] -> [B,channels,h·2^n,w·2^n] (the input itself when ``num_deconv = 0``)."""
+        return self.deconv(feat)
+
     def forward(self, feat: Tensor) -> Tensor:
         """[B,C,h,w] -> [B,out_channels,h·2^n,w·2^n]."""
-        return self.final(self.deconv(feat))
+        return self.final(self.hidden(feat))
 
 
 class Head25D(nn.Module):
@@ -75,11 +80,14 @@ class Head25D(nn.Module):
         self.num_joints = num_joints
         self.net = DeconvHead(in_channels, 2 * num_joints, num_deconv, channels)
 
-    def forward(self, feat: Tensor) -> dict[str, Tensor]:
-        """{"heatmaps": [B,K,h,w] logits, "depth": [B,K,h,w]}."""
-        out = self.net(feat)
+    def forward(self, feat: Tensor, return_hidden: bool = False) -> dict[str, Tensor]:
+        """{"heatmaps": [B,K,h,w] logits, "depth": [B,K,h,w]}, plus "hidden" (the last
+        feature map before the 1×1 conv) when ``return_hidden``."""
+        hidden = self.net.hidden(feat)
+        out = self.net.final(hidden)
         k = self.num_joints
-        return {"heatmaps": out[:, :k], "depth": out[:, k:]}
+        maps = {"heatmaps": out[:, :k], "depth": out[:, k:]}
+        return maps | {"hidden": hidden} if return_hidden else maps
 
 
 class VolumetricHead(nn.Module):
@@ -100,8 +108,11 @@ class VolumetricHead(nn.Module):
         self.depth_bins = depth_bins
         self.net = DeconvHead(in_channels, num_joints * depth_bins, num_deconv, channels)
 
-    def forward(self, feat: Tensor) -> dict[str, Tensor]:
-        """{"volumes": [B,K,D,h,w] logits}."""
-        out = self.net(feat)
+    def forward(self, feat: Tensor, return_hidden: bool = False) -> dict[str, Tensor]:
+        """{"volumes": [B,K,D,h,w] logits}, plus "hidden" (the last feature map before the
+        1×1 conv) when ``return_hidden``."""
+        hidden = self.net.hidden(feat)
+        out = self.net.final(hidden)
         b, _, h, w = out.shape
-        return {"volumes": out.view(b, self.num_joints, self.depth_bins, h, w)}
+        maps = {"volumes": out.view(b, self.num_joints, self.depth_bins, h, w)}
+        return maps | {"hidden": hidden} if return_hidden else maps

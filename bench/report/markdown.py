@@ -26,8 +26,17 @@ RULE_TEXT = {
 def caption(df: pd.DataFrame, rule: str) -> str:
     seeds = df.groupby(["label", "source", "target"])["seed"].nunique()
     n = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
+    warm = ""
+    if "init" in df and df["init"].notna().any():
+        adapt = sorted(set(df.loc[df["init"].notna(), "steps"]))
+        base = sorted(set(df.loc[df["init"].isna(), "steps"]))
+        warm = (
+            f"Domain-adaptation rows start from the pair's source-only weights (same seed) and "
+            f"adapt for {', '.join(map(str, adapt))} steps; the other rows train "
+            f"{', '.join(map(str, base))} steps from scratch. "
+        )
     return (
-        f"Target test split. Model selection: **{rule}** — {RULE_TEXT[rule]}. "
+        f"Target test split. {warm}Model selection: **{rule}** — {RULE_TEXT[rule]}. "
         f"{n} seed(s) per cell; ± is the standard deviation over seeds (shown when n > 1). "
         "MPJPE: mean root-relative joint error (mm, ground-truth root depth used to lift 2.5D "
         "predictions); PA-MPJPE: after similarity Procrustes alignment (rotations only, no "

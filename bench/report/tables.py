@@ -32,6 +32,19 @@ MAIN_METRICS = (
 )
 
 
+def method_title(label: str) -> str:
+    """The card's title for ``method`` or ``method/variant`` (the label if no card)."""
+    from bench.errors import DabenchError
+    from bench.methods.cards import load_method_card
+
+    name, _, variant = label.partition("/")
+    try:
+        title = load_method_card(name).title
+    except DabenchError:
+        return label
+    return f"{title} — {variant}" if variant else title
+
+
 def short_pair(source: str, target: str) -> str:
     """``synth-hand-clean → synth-hand-wild`` reads better as ``hand-clean → hand-wild``."""
     strip = "synth-" if source.startswith("synth-") and target.startswith("synth-") else ""
@@ -93,13 +106,13 @@ def main_table(
     then one column per (pair, metric)."""
     stats = summarise(df, rule, metrics=metrics)
     best = _best(stats, metrics)
-    pairs = list(dict.fromkeys(stats["pair"]))
+    pairs = sorted(set(stats["pair"]))
     order = [c for c in GROUPS if c in set(stats["category"])]
     lines = []
     for category in order:
-        labels = list(dict.fromkeys(stats.loc[stats["category"] == category, "label"]))
+        labels = sorted(set(stats.loc[stats["category"] == category, "label"]))
         for i, label in enumerate(labels):
-            row = {"Setting": GROUPS[category] if i == 0 else "", "Method": label}
+            row = {"Setting": GROUPS[category] if i == 0 else "", "Method": method_title(label)}
             for pair in pairs:
                 for m in metrics:
                     cell = stats[

@@ -87,11 +87,11 @@ _WILD = dict(
     skin_tones=(0, 5),
     clothing="random",
     lighting="directional",
-    ambient=(0.25, 0.55),
-    noise_std=(3.0, 12.0),
-    blur_sigma=(0.0, 1.0),
-    distractors=(1, 3),
-    clutter_shapes=(4, 10),
+    ambient=(0.45, 0.7),
+    noise_std=(1.0, 5.0),
+    blur_sigma=(0.0, 0.4),
+    distractors=(0, 1),
+    clutter_shapes=(2, 6),
 )
 
 STYLES: dict[str, Style] = {

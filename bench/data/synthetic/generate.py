@@ -40,25 +40,29 @@ SUBJECTS = ("hand", "body", "none")
 MODELS: dict[str, SkeletonModel] = {"hand": HAND, "body": BODY}
 
 RIGS = {
-    # Hands: cameras all around the hand's long axis (palm, back and side views), never
-    # looking down the fingers; fingers roughly up in the image, rolled up to ±60°.
+    # Hands: the rig looks at the palm or the back of the hand (within ±60°, so side views
+    # are rare), never down the fingers; fingers roughly up, rolled up to ±30°.
     "hand": RigSpec(
         distance=(300.0, 700.0),
-        elevation=(-35.0, 35.0),
-        azimuth_spread=360.0,
-        roll=60.0,
+        elevation=(-25.0, 25.0),
+        azimuth_spread=60.0,
+        roll=30.0,
         crop_scale=(1.3, 1.6),
         crop_jitter=0.05,
         axis=(0.0, 1.0, 0.0),
         front=(0.0, 0.0, 1.0),
         up=(0.0, 1.0, 0.0),
         target=(0.0, 50.0, 0.0),
+        azimuth_centers=(0.0, 180.0),
+        azimuth_jitter=30.0,
     ),
-    # Bodies: a ring of cameras at 3–6 m, slightly above the pelvis, upright.
+    # Bodies: cameras at 3–6 m, slightly above the pelvis, upright, seeing the subject from
+    # the front or the back (within ±60°; profile views, where one side of the body hides
+    # the other, are rare).
     "body": RigSpec(
         distance=(3000.0, 6000.0),
         elevation=(-5.0, 25.0),
-        azimuth_spread=360.0,
+        azimuth_spread=60.0,
         roll=5.0,
         crop_scale=(1.15, 1.3),
         crop_jitter=0.04,
@@ -66,6 +70,8 @@ RIGS = {
         front=(0.0, 0.0, 1.0),
         up=(0.0, -1.0, 0.0),
         target=(0.0, -200.0, 0.0),
+        azimuth_centers=(0.0, 180.0),
+        azimuth_jitter=30.0,
     ),
 }
 
@@ -73,7 +79,7 @@ RIGS = {
 # drift of its position (mm), interpolated between keyframes like the joint angles.
 _ROOT_MOTION = {
     "hand": {"angle": (0.35, 0.35, 0.35), "drift": (15.0, 15.0, 15.0), "girth": (0.9, 1.12)},
-    "body": {"angle": (0.08, 0.08, 0.8), "drift": (300.0, 20.0, 300.0), "girth": (0.85, 1.25)},
+    "body": {"angle": (0.08, 0.08, 0.8), "drift": (300.0, 20.0, 300.0), "girth": (1.0, 1.35)},
 }
 
 _SYNTH_KEYS = (
@@ -85,12 +91,19 @@ _SYNTH_KEYS = (
     "defaults",
     "appearance",
     "camera",
+    "pose_spread",
 )
 _DEFAULT_KEYS = ("n_train", "n_test", "size", "seed")
 # Pixels per chunk (384 images at 64×64): enough to vectorise well; fewer images per chunk
 # at larger sizes keeps memory flat and wastes less of the last, truncated chunk.
 CHUNK_PIXELS = 384 * 64 * 64
 RENDER_PIXELS = 1 << 19  # pixels per render batch: canvas arrays stay in the CPU cache
+
+
+def _positive_float(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise DabenchError(f"{where} must be a positive number, got {value!r}")
+    return float(value)
 
 
 def _stable_int(*parts: Any) -> int:
@@ -110,6 +123,7 @@ class SynthSpec:
     key_stride: int
     rig: RigSpec | None
     defaults: Mapping[str, int]
+    pose_spread: float = 1.0  # scales every DoF's spread and every synergy's range
 
     @classmethod
     def from_card(cls, card: DatasetCard) -> SynthSpec:
@@ -152,11 +166,22 @@ class SynthSpec:
             key_stride=int(syn.get("key_stride", 6)),
             rig=rig,
             defaults=defaults,
+            pose_spread=_positive_float(syn.get("pose_spread", 1.0), f"{where}: pose_spread"),
         )
 
     @property
     def model(self) -> SkeletonModel | None:
-        return MODELS.get(self.subject)
+        model = MODELS.get(self.subject)
+        if model is None or self.pose_spread == 1.0:
+            return model
+        k = self.pose_spread
+        return dataclasses.replace(
+            model,
+            dofs=tuple(dataclasses.replace(d, spread=d.spread * k) for d in model.dofs),
+            synergies=tuple(
+                (names, tuple(w * k for w in weights)) for names, weights in model.synergies
+            ),
+        )
 
     @property
     def samples_per_sequence(self) -> int:

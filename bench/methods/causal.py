@@ -1,0 +1,350 @@
+"""Zhang et al., "Learning Causal Representation for Training Cross-Domain Pose Estimator via
+Generative Interventions" (ICCV 2021) — a reconstruction.
+
+Only the supplement (architectures, Tables 2–3) and the abstract survive; the objective below
+is our reading of them, argued in ``methods/causal-interventions.yaml``. In short, with
+x_s, y_s a labelled source image and pose, x_o an unlabelled image (target in DA, background
+in DG), c = φ(pool(f(x))) the real feature and u = E(x) the VAE's abducted exogenous code:
+
+* pose    L1 integral loss of h(f(x_s)) (the volumetric predictor), as every method;
+* vae     ‖M(u) − x‖² + β·KL on x_s ∪ x_o (the generative model of images of every domain);
+* fact    ‖g(y_s, u_s) − sg(c_s)‖²: g learns the feature mechanism on the factual state;
+* gen_pose / feat_pose   a shared linear pose read-out q on generated and on real features;
+* adversary D (sigmoid) separates real features (source, and target in DA) from
+  counterfactual features g(y_s, u') under interventions u' (another domain's code, or a
+  prior sample); g and f each try to fool it (non-saturating, D frozen for them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bench.errors import DabenchError
+from bench.methods.base import Batch, DataNeed, Hparams, Method, Stage
+from bench.methods.causal_modules import (
+    FeatureDiscriminator,
+    FeatureGenerator,
+    FeatureProjector,
+    VAEDecoder,
+    VAEEncoder,
+    kl_divergence,
+    reparameterize,
+    vae_input_size,
+    vae_pixels,
+)
+from bench.methods.registry import register_method
+from bench.models.heatmaps import soft_argmax_2d, soft_argmax_3d
+from bench.models.pose_net import ModelConfig, PoseNet
+
+SETTINGS: tuple[str, ...] = ("da", "dg")  # SD + TD (target images) | SD + UD (backgrounds)
+INTERVENTIONS: tuple[str, ...] = ("both", "swap", "prior")
+
+
+@dataclass(frozen=True)
+class CausalHparams(Hparams):
+    setting: str = "da"
+    pose_weight: float = 1.0
+    vae_weight: float = 1.0  # 0: no VAE; every intervention is then a prior sample
+    kl_weight: float = 1.0  # β of the ELBO (1 = the plain VAE of Table 1's reference [4])
+    fact_weight: float = 1.0
+    gen_pose_weight: float = 1.0
+    feat_pose_weight: float = 1.0
+    adv_weight: float = 0.1  # f's and g's adversarial terms; 0 switches the adversary off
+    # Which interventions produce counterfactual features: "swap" sets the exogenous code to
+    # an image of the other domain, "prior" draws it from the VAE prior N(0, I).
+    interventions: str = "both"
+    feat_dim: int = 256  # generated-feature dimension (Table 3: 128 / 256 / 512 / 1024)
+    latent_dim: int = 256  # VAE latent (Table 1: FC_1&2 256 d)
+    # Images per step the VAE decodes and reconstructs (half source, half other); every
+    # image is still encoded for its code. At Table 1's widths the decoder costs about as
+    # much per image as the pose network, so a small VAE batch keeps the step in budget.
+    # 0 decodes every image of the step.
+    vae_batch: int = 16
+    gen_hidden: int = 1024
+    disc_hidden: int = 1024
+    dropout: float = 0.5
+    warmup_share: float = 0.1  # share of the steps in which g and D do not train yet
+
+    def __post_init__(self) -> None:
+        where = "causal-interventions"
+        if self.setting not in SETTINGS:
+            raise DabenchError(
+                f"{where}: unknown setting {self.setting!r}; valid: {', '.join(SETTINGS)}"
+            )
+        if self.interventions not in INTERVENTIONS:
+            raise DabenchError(
+                f"{where}: unknown interventions {self.interventions!r}; valid: "
+                f"{', '.join(INTERVENTIONS)}"
+            )
+        for name in (
+            "pose_weight",
+            "vae_weight",
+            "kl_weight",
+            "fact_weight",
+            "gen_pose_weight",
+            "feat_pose_weight",
+            "adv_weight",
+        ):
+            if not getattr(self, name) >= 0:
+                raise DabenchError(f"{where}: {name} must be >= 0, got {getattr(self, name)!r}")
+        if not self.vae_batch >= 0:
+            raise DabenchError(f"{where}: vae_batch must be >= 0, got {self.vae_batch!r}")
+        for name in ("feat_dim", "latent_dim", "gen_hidden", "disc_hidden"):
+            if not getattr(self, name) > 0:
+                raise DabenchError(f"{where}: {name} must be a positive integer")
+        if not 0.0 <= self.dropout < 1.0:
+            raise DabenchError(f"{where}: dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0.0 <= self.warmup_share < 1.0:
+            raise DabenchError(
+                f"{where}: warmup_share must be in [0, 1), got {self.warmup_share!r}"
+            )
+
+    @property
+    def uses_generator(self) -> bool:
+        return self.fact_weight > 0 or self.gen_pose_weight > 0 or self.adv_weight > 0
+
+    @property
+    def uses_features(self) -> bool:
+        return self.uses_generator or self.feat_pose_weight > 0
+
+
+def pose_outputs(net: PoseNet, feat: Tensor) -> dict[str, Tensor]:
+    """``PoseNet.forward`` from an already computed feature map, so that the backbone can
+    run on source + other images together while the (costly) head runs on the source only."""
+    out = net.head(feat)
+    if "volumes" in out:
+        vol = out["volumes"]
+        depth_bins, h, w = vol.shape[-3:]
+        xyz = soft_argmax_3d(vol)
+        z = (xyz[..., 2] + 0.5) / depth_bins - 0.5
+    else:
+        xy, probs = soft_argmax_2d(out["heatmaps"])
+        h, w = probs.shape[-2:]
+        xyz = xy
+        z = (probs * out["depth"]).sum(dim=(-2, -1))
+    coords = torch.stack([(xyz[..., 0] + 0.5) / w, (xyz[..., 1] + 0.5) / h, z], dim=-1)
+    return {"feat": feat, "pooled": net.backbone.pool(feat), "coords": coords, **out}
+
+
+def coord_l1(pred: Tensor, target: Tensor, vis: Tensor) -> Tensor:
+    """The integral loss's L1 on normalised (x, y, z) [B,K,3] with its weighting: x, y for
+    visible joints, z for all; non-finite labels count nothing."""
+    w_xy = vis.to(pred.dtype)[..., None] * torch.isfinite(target[..., :2])
+    w_z = torch.isfinite(target[..., 2:]).to(pred.dtype)
+    weights = torch.cat([w_xy, w_z], dim=-1)
+    diff = torch.where(weights > 0, pred - target.to(pred.dtype), torch.zeros_like(pred))
+    return (diff.abs() * weights).mean()
+
+
+class PoseReadout(nn.Module):
+    """q: a linear read-out of normalised (x, y, z) from a d-dim feature, shared by real and
+    generated features (linear, so that "the pose determines the feature" stays simple)."""
+
+    def __init__(self, feat_dim: int, num_joints: int) -> None:
+        super().__init__()
+        self.num_joints = num_joints
+        self.fc = nn.Linear(feat_dim, 3 * num_joints)
+        # Start at the crop centre and depth 0, the middle of the normalised target range.
+        self.register_buffer("offset", torch.tensor([0.5, 0.5, 0.0]), persistent=False)
+
+    def forward(self, feat: Tensor) -> Tensor:
+        return self.fc(feat).view(-1, self.num_joints, 3) + self.offset
+
+
+def _bce(logits: Tensor, real: bool) -> Tensor:
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+@register_method("causal-interventions")
+class CausalInterventions(Method):
+    """Pose extractor f + volumetric predictor h, trained with a VAE (abduction of the
+    exogenous code), a feature generator g(pose, code) and a feature discriminator D; see
+    the module docstring and the method card."""
+
+    needs = frozenset({DataNeed.SOURCE_LABELS, DataNeed.TARGET_IMAGES})
+    Hparams = CausalHparams
+
+    @classmethod
+    def data_needs(cls, hparams: CausalHparams) -> frozenset[DataNeed]:
+        if hparams.setting == "dg":
+            return frozenset({DataNeed.SOURCE_LABELS, DataNeed.BACKGROUNDS})
+        return frozenset({DataNeed.SOURCE_LABELS, DataNeed.TARGET_IMAGES})
+
+    def __init__(
+        self, hparams: CausalHparams, model_config: ModelConfig, num_joints: int, root: int
+    ) -> None:
+        super().__init__(hparams, model_config, num_joints, root)
+        hp = hparams
+        self.other_role = "backgrounds" if hp.setting == "dg" else "target"
+        self.vae_size = vae_input_size(model_config.img_size)
+        # Parts an ablation switches off are not built: no dead parameters in the optimiser.
+        self.encoder: VAEEncoder | None = None
+        self.decoder: VAEDecoder | None = None
+        if hp.vae_weight > 0:
+            self.encoder = VAEEncoder(self.vae_size, hp.latent_dim)
+            self.decoder = VAEDecoder(self.vae_size, hp.latent_dim)
+        self.projector = (
+            FeatureProjector(self.net.backbone.out_channels, hp.feat_dim)
+            if hp.uses_features
+            else None
+        )
+        self.readout = (
+            PoseReadout(hp.feat_dim, num_joints)
+            if hp.feat_pose_weight > 0 or hp.gen_pose_weight > 0
+            else None
+        )
+        self.generator = (
+            FeatureGenerator(3 * num_joints, hp.latent_dim, hp.feat_dim, hp.gen_hidden, hp.dropout)
+            if hp.uses_generator
+            else None
+        )
+        self.discriminator = (
+            FeatureDiscriminator(hp.feat_dim, hp.disc_hidden) if hp.adv_weight > 0 else None
+        )
+        self._acc_sum: Tensor | None = None
+        self._acc_count = 0
+
+    # -- stages ---------------------------------------------------------------------------
+    def stages(self) -> list[Stage]:
+        ws = self.hparams.warmup_share
+        if ws > 0 and self.generator is not None:
+            # The VAE's codes and the real features are meaningless at initialisation, so g
+            # and D start once the pose network, the read-out and the VAE have warmed up.
+            return [
+                Stage("warmup", share=ws, params=CausalInterventions.warmup_parameters),
+                Stage("joint", share=1.0 - ws),
+            ]
+        return [Stage("joint")]
+
+    def warmup_parameters(self) -> Iterator[nn.Parameter]:
+        for part in (self.net, self.projector, self.readout, self.encoder, self.decoder):
+            if part is not None:
+                yield from part.parameters()
+
+    # -- training ---------------------------------------------------------------------------
+    def training_step(
+        self, stage: str, batch: Batch, step: int, progress: float
+    ) -> dict[str, Tensor]:
+        hp = self.hparams
+        src = batch["source"]
+        other = batch[self.other_role]["images"]
+        n = src["images"].shape[0]
+        joint = stage != "warmup"
+        adversary = joint and self.discriminator is not None
+        losses: dict[str, Tensor] = {}
+
+        # Target features are only needed by the adversary; background images (DG) hold no
+        # subject, so they never enter the feature space, only the VAE.
+        align_other = adversary and hp.setting == "da"
+        if align_other:
+            feat = self.net.features(torch.cat([src["images"], other]))
+            out_s = pose_outputs(self.net, feat[:n])
+            pooled = self.net.backbone.pool(feat)
+        else:
+            out_s = self.net(src["images"])
+            pooled = out_s["pooled"]
+        losses["pose"] = hp.pose_weight * self.supervised_loss(src, out_s)
+
+        y = self.net.targets(src["kp2d"], src["kp3d"], self.root)
+        vis = src["vis"]
+        real = self.projector(pooled) if self.projector is not None else None
+        if real is not None and self.readout is not None and hp.feat_pose_weight > 0:
+            losses["feat_pose"] = hp.feat_pose_weight * coord_l1(self.readout(real[:n]), y, vis)
+
+        codes_s = codes_o = None
+        if self.encoder is not None and self.decoder is not None:
+            x = vae_pixels(torch.cat([src["images"], other]), self.vae_size)
+            mu, logvar = self.encoder(x)
+            z = reparameterize(mu, logvar)
+            sub = self._vae_subset(n, len(x), x.device)
+            rec = self.decoder(z[sub])
+            # The Gaussian-decoder ELBO per image, divided by its number of pixel values so
+            # that its scale does not grow with the crop size.
+            per_value = x[0].numel()
+            losses["vae_rec"] = hp.vae_weight * (rec - x[sub]).pow(2).mean()
+            losses["vae_kl"] = (
+                hp.vae_weight
+                * hp.kl_weight
+                * kl_divergence(mu[sub], logvar[sub]).mean()
+                / per_value
+            )
+            # Abduction only: g must not reshape the generative model of images.
+            codes = z.detach()
+            codes_s, codes_o = codes[:n], codes[n:]
+
+        if not joint or self.generator is None:
+            return losses
+
+        # Counterfactual features of the source poses: the pose is kept, the exogenous code
+        # is intervened on (another domain's code, or a random domain from the prior).
+        noises_cf = []
+        if codes_o is not None and hp.interventions in ("swap", "both"):
+            noises_cf.append(codes_o[torch.arange(n, device=codes_o.device) % len(codes_o)])
+        if codes_o is None or hp.interventions in ("prior", "both"):
+            noises_cf.append(torch.randn(n, hp.latent_dim, device=y.device, dtype=real.dtype))
+        factual = hp.fact_weight > 0
+        if factual:
+            u_s = codes_s if codes_s is not None else torch.randn_like(noises_cf[-1])
+            noises = [u_s, *noises_cf]
+        else:
+            noises = noises_cf
+        pose_in = torch.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0).flatten(1)
+        # One call, so that g's BatchNorm normalises over factual and counterfactual inputs.
+        gen = self.generator(pose_in.repeat(len(noises), 1), torch.cat(noises))
+        gen_cf = gen[n:] if factual else gen
+        if factual:
+            losses["fact"] = hp.fact_weight * F.mse_loss(gen[:n], real[:n].detach())
+        if self.readout is not None and hp.gen_pose_weight > 0:
+            reps = len(noises)
+            losses["gen_pose"] = hp.gen_pose_weight * coord_l1(
+                self.readout(gen), y.repeat(reps, 1, 1), vis.repeat(reps, 1)
+            )
+
+        if adversary:
+            real_all = real if align_other else real[:n]
+            d = self.discriminator
+            logit_real, logit_fake = d.logits(real_all.detach()), d.logits(gen_cf.detach())
+            losses["disc"] = 0.5 * (_bce(logit_real, True) + _bce(logit_fake, False))
+            # f and g fool a frozen copy of D (non-saturating), so that one summed backward
+            # trains D on its loss only and f, g on theirs only.
+            losses["adv_f"] = hp.adv_weight * _bce(self._frozen_logits(real_all), False)
+            losses["adv_g"] = hp.adv_weight * _bce(self._frozen_logits(gen_cf), True)
+            with torch.no_grad():
+                acc = 0.5 * ((logit_real > 0).float().mean() + (logit_fake <= 0).float().mean())
+            self._acc_sum = acc if self._acc_sum is None else self._acc_sum + acc
+            self._acc_count += 1
+        return losses
+
+    def _vae_subset(self, n_source: int, n_all: int, device: torch.device) -> Tensor:
+        """Indices of the images the VAE reconstructs this step: the first ⌈k/2⌉ source and
+        ⌊k/2⌋ other images (batches are shuffled, so the first ones are a random draw)."""
+        k = self.hparams.vae_batch
+        if k == 0 or k >= n_all:
+            return torch.arange(n_all, device=device)
+        k_src = min(n_source, (k + 1) // 2)
+        k_other = min(n_all - n_source, k - k_src)
+        return torch.cat(
+            [
+                torch.arange(k_src, device=device),
+                torch.arange(n_source, n_source + k_other, device=device),
+            ]
+        )
+
+    def _frozen_logits(self, feat: Tensor) -> Tensor:
+        d = self.discriminator
+        params = {k: v.detach() for k, v in d.net.named_parameters()}
+        return torch.func.functional_call(d.net, params, (feat,)).squeeze(-1)
+
+    def metrics_step(self) -> dict[str, float]:
+        if self._acc_sum is None:
+            return {}
+        with torch.no_grad():
+            acc = float(self._acc_sum) / self._acc_count
+        self._acc_sum, self._acc_count = None, 0
+        return {"disc_acc": acc}

@@ -1,0 +1,452 @@
+"""causal-interventions (Zhang et al., ICCV 2021, reconstructed): Table 1 shapes under the
+scaling rule, the VAE's KL term, every loss term, both settings (SD + TD, SD + UD), data
+needs and an end-to-end run through the harness."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from bench.data.synthetic.build import synthesize
+from bench.data.views import DataNeed, check_needs, pair_shards
+from bench.errors import DabenchError
+from bench.grid import load_grid
+from bench.methods.cards import load_method_card, resolve_method
+from bench.methods.causal import CausalHparams, CausalInterventions, coord_l1, pose_outputs
+from bench.methods.causal_modules import (
+    FeatureDiscriminator,
+    FeatureGenerator,
+    VAEDecoder,
+    VAEEncoder,
+    decoder_channels,
+    encoder_channels,
+    kl_divergence,
+    vae_depth,
+    vae_input_size,
+)
+from bench.models.pose_net import ModelConfig
+from bench.runner import prepare, run_grid
+
+K = 21
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models: one intra-op thread is faster, and far faster on a loaded machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY_MODEL = ModelConfig(img_size=32, head="volumetric", depth_bins=8, head_channels=32)
+
+
+# -- the VAE's KL term -------------------------------------------------------------------
+def test_kl_is_zero_at_the_prior_and_matches_the_closed_form():
+    zero = torch.zeros(3, 256)
+    assert torch.equal(kl_divergence(zero, zero), torch.zeros(3))
+    torch.manual_seed(0)
+    mu, logvar = torch.randn(5, 16), torch.randn(5, 16)
+    kl = kl_divergence(mu, logvar)
+    assert (kl > 0).all()
+    closed = 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(-1)
+    assert torch.allclose(kl, closed)
+    reference = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mu, (0.5 * logvar).exp()), torch.distributions.Normal(0, 1)
+    ).sum(-1)
+    assert torch.allclose(kl, reference, atol=1e-5)
+    # Only μ or only σ away from the prior is already positive.
+    assert kl_divergence(torch.ones(1, 4), torch.zeros(1, 4)).item() == pytest.approx(2.0)
+    assert kl_divergence(torch.zeros(1, 4), torch.ones(1, 4)).item() > 0
+
+
+# -- the scaling rule and Table 1's shapes -----------------------------------------------
+def test_scaling_rule():
+    # depth = log2(S / 4): Table 1's six layers at 256 px, four at 64 px, three at 32 px.
+    assert [vae_depth(s) for s in (256, 128, 64, 32, 16, 8)] == [6, 5, 4, 3, 2, 1]
+    assert encoder_channels(6) == [8, 16, 32, 64, 128, 256]  # Table 1 exactly
+    assert decoder_channels(6) == [128, 64, 32, 16, 8, 3]
+    assert encoder_channels(4) == [32, 64, 128, 256]  # the last four: 4×4×256 is kept
+    assert decoder_channels(4) == [128, 64, 32, 3]
+    # Other crop sizes: the largest power of two below, clipped to Table 1's 256 px.
+    assert [vae_input_size(s) for s in (64, 96, 256, 512, 8)] == [64, 64, 256, 256, 8]
+    for bad in (4, 48):
+        with pytest.raises(DabenchError):
+            vae_depth(bad)
+    with pytest.raises(DabenchError, match="at least 8 px"):
+        vae_input_size(4)
+
+
+def _conv_shapes(module: nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:
+    shapes: list[tuple[int, ...]] = []
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape[1:])))
+        for m in module.modules()
+        if isinstance(m, nn.Conv2d)
+    ]
+    try:
+        module(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return shapes
+
+
+@pytest.mark.parametrize("size", [256, 64])
+def test_vae_has_table1_shapes_at_the_scaled_size(size):
+    n = vae_depth(size)
+    enc, dec = VAEEncoder(size).eval(), VAEDecoder(size).eval()
+    x = torch.randn(2, 3, size, size)
+    # Table 1: 128×128×8, 64×64×16, …, 4×4×256 at 256 px (channel c at side 1024 / c).
+    table_enc = [(c, 1024 // c, 1024 // c) for c in (8, 16, 32, 64, 128, 256)]
+    assert _conv_shapes(enc, x) == table_enc[-n:]
+    mu, logvar = enc(x)
+    assert mu.shape == logvar.shape == (2, 256)
+    assert enc.fc_mu.in_features == 4096 and dec.fc.out_features == 4096
+    table_dec = [(128, 8, 8), (64, 16, 16), (32, 32, 32), (16, 64, 64), (8, 128, 128)]
+    assert _conv_shapes(dec, mu) == [*table_dec[: n - 1], (3, size, size)]
+    # Layer types: stride-2 convs + BN + LReLU; nearest upsampling + replication padding.
+    convs = [m for m in enc.convs if isinstance(m, nn.Conv2d)]
+    assert all(c.kernel_size == (3, 3) and c.stride == (2, 2) for c in convs)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in enc.convs) == n
+    assert sum(isinstance(m, nn.LeakyReLU) for m in enc.convs) == n
+    ups = [m for m in dec.convs if isinstance(m, nn.Upsample)]
+    assert len(ups) == n and all(u.mode == "nearest" and u.scale_factor == 2 for u in ups)
+    assert sum(isinstance(m, nn.ReplicationPad2d) for m in dec.convs) == n
+    dconvs = [m for m in dec.convs if isinstance(m, nn.Conv2d)]
+    assert all(c.stride == (1, 1) and c.padding == (0, 0) for c in dconvs)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in dec.convs) == n - 1  # not after the last
+    assert isinstance(dec.convs[-1], nn.Conv2d)
+
+
+@pytest.mark.parametrize("feat_dim", [128, 256, 512, 1024])
+def test_generator_and_discriminator_have_table1_shapes(feat_dim):
+    g = FeatureGenerator(3 * K, 256, feat_dim)
+    linears = [m for m in g.net if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (3 * K + 256, 1024),
+        (1024, 1024),
+        (1024, feat_dim),
+    ]
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in g.net) == 3
+    drops = [m for m in g.net if isinstance(m, nn.Dropout)]
+    assert len(drops) == 2 and all(d.p == 0.5 for d in drops)
+    assert isinstance(g.net[-1], nn.Tanh)
+    feat = g(torch.randn(6, 3 * K), torch.randn(6, 256))
+    assert feat.shape == (6, feat_dim) and feat.abs().max() < 1
+    d = FeatureDiscriminator(feat_dim)
+    assert [(m.in_features, m.out_features) for m in d.net if isinstance(m, nn.Linear)] == [
+        (feat_dim, 1024),
+        (1024, 1),
+    ]
+    p = d(feat)
+    assert p.shape == (6,) and ((p > 0) & (p < 1)).all()
+    assert torch.allclose(p, torch.sigmoid(d.logits(feat)))
+
+
+def test_the_method_builds_its_parts_at_the_crop_size():
+    method = CausalInterventions(CausalHparams(), ModelConfig(img_size=64), K, 0)
+    assert method.vae_size == 64 and len(encoder_channels(vae_depth(64))) == 4
+    assert method.net.config.img_size == 64
+    assert method.projector.net[0].out_features == 256
+    assert method.generator.net[-3].out_features == 256
+
+
+# -- losses, stages and prediction -------------------------------------------------------
+def _batch(n: int = 6, size: int = 32) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    vis = torch.ones(n, K, dtype=torch.bool)
+    vis[0, :3] = False
+    src = {
+        "images": torch.randint(0, 255, (n, size, size, 3), dtype=torch.uint8, generator=gen),
+        "kp2d": torch.rand(n, K, 2, generator=gen) * (size - 1),
+        "kp3d": torch.rand(n, K, 3, generator=gen) * 100 + 400,
+        "vis": vis,
+    }
+    other = {"images": torch.randint(0, 255, (n, size, size, 3), dtype=torch.uint8, generator=gen)}
+    return {"source": src, "target": other, "backgrounds": other}
+
+
+ALL_TERMS = {
+    "pose",
+    "feat_pose",
+    "vae_rec",
+    "vae_kl",
+    "fact",
+    "gen_pose",
+    "disc",
+    "adv_f",
+    "adv_g",
+}
+
+
+def _method(entry: str, **overrides) -> CausalInterventions:
+    torch.manual_seed(0)
+    resolved = resolve_method(entry, overrides)
+    return resolved.cls(resolved.hparams, TINY_MODEL, K, 0)
+
+
+@pytest.mark.parametrize("entry", ["causal-interventions", "causal-interventions/sd-ud"])
+def test_trains_a_few_steps_in_both_settings_and_predicts(entry):
+    method = _method(entry)
+    assert [s.name for s in method.stages()] == ["warmup", "joint"]
+    batch = _batch()
+    warm = method.training_step("warmup", batch, 0, 0.0)
+    assert set(warm) == {"pose", "feat_pose", "vae_rec", "vae_kl"}
+    warm_params = {id(p) for p in method.stages()[0].params(method)}
+    assert not warm_params & {id(p) for p in method.generator.parameters()}
+    assert not warm_params & {id(p) for p in method.discriminator.parameters()}
+    opt = torch.optim.AdamW(method.parameters(), lr=1e-3)
+    first = None
+    for step in range(4):
+        opt.zero_grad()
+        losses = method.training_step("joint", batch, step, step / 4)
+        assert set(losses) == ALL_TERMS
+        assert all(torch.isfinite(v) and v.ndim == 0 for v in losses.values())
+        sum(losses.values()).backward()
+        for part in ("net", "encoder", "decoder", "projector", "readout", "generator"):
+            if step == 0:
+                assert any(
+                    p.grad is not None and p.grad.abs().sum() > 0
+                    for p in getattr(method, part).parameters()
+                ), part
+        opt.step()
+        first = first if first is not None else {k: float(v.detach()) for k, v in losses.items()}
+    assert 0.0 <= method.metrics_step()["disc_acc"] <= 1.0
+    assert method.metrics_step() == {}  # the window restarts after each read
+    # The same few steps lower the supervised and reconstruction losses.
+    last = {k: float(v.detach()) for k, v in losses.items()}
+    assert last["pose"] < first["pose"] and last["vae_rec"] < first["vae_rec"]
+    method.eval()
+    pred = method.predict(batch["source"]["images"])
+    assert pred.kp2d.shape == (6, K, 2) and pred.rel_depth.shape == (6, K)
+    assert torch.all(pred.rel_depth[:, 0] == 0)
+    assert ((pred.kp2d > -0.5) & (pred.kp2d < 31.5)).all()  # px inside the 32 px crop
+    # Depth in mm: within the model's ±depth_range_mm of the root.
+    assert pred.rel_depth.abs().max() <= TINY_MODEL.depth_range_mm
+
+
+def test_dg_keeps_background_images_out_of_the_feature_space(monkeypatch):
+    method = _method("causal-interventions/sd-ud")
+    seen: list[int] = []
+    real_features = method.net.features
+    monkeypatch.setattr(method.net, "features", lambda x: seen.append(len(x)) or real_features(x))
+    method.training_step("joint", _batch(), 0, 0.0)
+    assert seen == [6]  # source images only
+    da = _method("causal-interventions")
+    seen.clear()
+    real_da = da.net.features
+    monkeypatch.setattr(da.net, "features", lambda x: seen.append(len(x)) or real_da(x))
+    da.training_step("joint", _batch(), 0, 0.0)
+    assert seen == [12]  # source + target through the backbone together
+
+
+def test_discriminator_trains_only_on_its_own_loss():
+    method = _method("causal-interventions")
+    losses = method.training_step("joint", _batch(), 0, 0.0)
+    (losses["adv_f"] + losses["adv_g"]).backward(retain_graph=True)
+    assert all(p.grad is None for p in method.discriminator.parameters())
+    assert any(p.grad is not None for p in method.generator.parameters())
+    assert any(p.grad is not None for p in method.projector.parameters())
+    method.zero_grad()
+    losses["disc"].backward(retain_graph=True)
+    assert all(p.grad is not None for p in method.discriminator.parameters())
+    for part in (method.net, method.projector, method.generator):
+        assert all(p.grad is None for p in part.parameters())
+    # fact pulls g towards the real feature, never the real feature towards g.
+    method.zero_grad()
+    losses["fact"].backward(retain_graph=True)
+    assert all(p.grad is None for p in method.projector.parameters())
+    assert any(p.grad is not None for p in method.generator.parameters())
+    # g reads the VAE's codes detached: the VAE trains on its ELBO only.
+    method.zero_grad()
+    (losses["gen_pose"] + losses["adv_g"]).backward()
+    assert all(p.grad is None for p in method.encoder.parameters())
+
+
+def test_adversarial_terms_are_non_saturating_bce():
+    method = _method("causal-interventions")
+    b = 2.0
+    with torch.no_grad():
+        for p in method.discriminator.parameters():
+            p.zero_()
+        method.discriminator.net[-1].bias.fill_(b)  # logit b everywhere: "real" w.p. σ(b)
+    losses = {
+        k: float(v.detach()) for k, v in method.training_step("joint", _batch(), 0, 0).items()
+    }
+
+    def softplus(x: float) -> float:
+        return float(np.log1p(np.exp(x)))
+
+    # D: −½[log σ(b) + log(1 − σ(b))]; f wants its real features called generated
+    # (−log(1 − σ(b))), g wants its counterfactuals called real (−log σ(b)).
+    assert losses["disc"] == pytest.approx(0.5 * (softplus(-b) + softplus(b)), rel=1e-5)
+    assert losses["adv_f"] == pytest.approx(0.1 * softplus(b), rel=1e-5)
+    assert losses["adv_g"] == pytest.approx(0.1 * softplus(-b), rel=1e-5)
+
+
+def test_pose_outputs_equal_the_pose_net_forward():
+    method = _method("causal-interventions").eval()
+    images = _batch()["source"]["images"]
+    with torch.no_grad():
+        full = method.net(images)
+        split = pose_outputs(method.net, method.net.features(images))
+    assert torch.allclose(full["coords"], split["coords"])
+    assert torch.allclose(full["pooled"], split["pooled"])
+
+
+def test_coord_l1_weighting():
+    target = torch.full((1, 2, 3), 0.5)
+    pred = target + torch.tensor([[[0.1, 0.2, 0.3], [0.1, 0.1, 0.1]]])
+    vis = torch.tensor([[True, False]])
+    # joint 0 counts x, y, z; joint 1 only z (invisible); mean over all 6 entries
+    assert float(coord_l1(pred, target, vis)) == pytest.approx((0.1 + 0.2 + 0.3 + 0.1) / 6)
+    target[0, 0, 2] = float("nan")
+    assert float(coord_l1(pred, target, vis)) == pytest.approx((0.1 + 0.2 + 0.1) / 6)
+
+
+@pytest.mark.parametrize(
+    ("variant", "absent", "missing_parts"),
+    [
+        ("no-vae", {"vae_rec", "vae_kl"}, ("encoder", "decoder")),
+        ("no-generator", {"fact", "gen_pose", "disc", "adv_f", "adv_g"}, ("generator",)),
+        ("no-adversary", {"disc", "adv_f", "adv_g"}, ("discriminator",)),
+        ("no-factual", {"fact"}, ()),
+        ("no-gen-pose", {"gen_pose"}, ()),
+        ("no-feat-pose", {"feat_pose"}, ()),
+        ("swap-only", set(), ()),
+        ("prior-only", set(), ()),
+        ("feat-128", set(), ()),
+        ("sd-ud-no-vae", {"vae_rec", "vae_kl"}, ("encoder", "decoder")),
+    ],
+)
+def test_every_term_is_switchable(variant, absent, missing_parts):
+    method = _method(f"causal-interventions/{variant}")
+    for part in missing_parts:
+        assert getattr(method, part) is None
+    losses = method.training_step("joint", _batch(), 0, 0.0)
+    assert set(losses) == ALL_TERMS - absent
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    if variant == "no-generator":
+        assert [s.name for s in method.stages()] == ["joint"]
+
+
+def test_interventions_choose_the_counterfactual_codes(monkeypatch):
+    for variant, expected in (("", 3), ("/swap-only", 2), ("/prior-only", 2), ("/no-vae", 2)):
+        method = _method("causal-interventions" + variant)
+        calls: list[int] = []
+        forward = method.generator.forward
+        monkeypatch.setattr(
+            method.generator,
+            "forward",
+            lambda p, u, f=forward, c=calls: c.append(len(u)) or f(p, u),
+        )
+        method.training_step("joint", _batch(), 0, 0.0)
+        # factual + one batch of counterfactuals per intervention kind
+        assert calls == [6 * expected], variant
+
+
+def test_invalid_hyper_parameters_are_one_clear_error():
+    with pytest.raises(DabenchError, match="unknown setting 'tda'"):
+        resolve_method("causal-interventions", {"setting": "tda"})
+    with pytest.raises(DabenchError, match="unknown interventions"):
+        resolve_method("causal-interventions", {"interventions": "all"})
+    with pytest.raises(DabenchError, match="warmup_share"):
+        resolve_method("causal-interventions", {"warmup_share": 1.0})
+    with pytest.raises(DabenchError, match="adv_weight must be >= 0"):
+        resolve_method("causal-interventions", {"adv_weight": -1})
+
+
+# -- card and data needs -----------------------------------------------------------------
+def test_card():
+    card = load_method_card("causal-interventions")
+    assert card.category == "domain-adaptation" and card.fidelity == "reconstructed"
+    assert card.model == {"head": "volumetric"}
+    assert "RECONSTRUCTED" in card.description
+    assert any(c.startswith("[paper]") for c in card.choices)
+    assert any(c.startswith("[inferred]") for c in card.choices)
+    assert any(c.startswith("Scaling rule") for c in card.choices)
+    assert {"sd-ud", "feat-128", "feat-512", "feat-1024", "no-vae"} <= set(card.variants)
+    for entry in card.reported:
+        assert set(entry) == {"paper", "setting", "metric", "values"}
+        assert entry["metric"] in {"mpjpe_mm", "pa_mpjpe_mm", "epe_mm"}
+    table2 = next(e for e in card.reported if "Table 2" in e["paper"] and e["metric"] == "mpjpe_mm")
+    assert table2["values"]["SURREAL→3DPW"] == 103.2
+    for group in card.ablation_groups.values():
+        for entry in group:
+            resolve_method(entry)
+
+
+def test_data_needs_depend_on_the_setting():
+    da = resolve_method("causal-interventions")
+    dg = resolve_method("causal-interventions/sd-ud")
+    assert da.cls.data_needs(da.hparams) == {DataNeed.SOURCE_LABELS, DataNeed.TARGET_IMAGES}
+    assert dg.cls.data_needs(dg.hparams) == {DataNeed.SOURCE_LABELS, DataNeed.BACKGROUNDS}
+    assert da.cls.data_needs(da.hparams) != dg.cls.data_needs(dg.hparams)
+
+
+TINY = {
+    "name": "tiny-causal",
+    "methods": ["causal-interventions", "causal-interventions/sd-ud"],
+    "pairs": [{"source": "synth-hand-clean", "target": "synth-hand-wild"}],
+    "seeds": [0],
+    "data": {"n_train": 96, "n_test": 40, "size": 32},
+    "model": {"backbone": "resnet18", "head_channels": 32},
+    "train": {
+        "steps": 4,
+        "batch_size": 8,
+        "eval_every": 2,
+        "warmup_steps": 1,
+        "eval_batch_size": 32,
+        "log_every": 2,
+    },
+}
+
+
+def test_harness_refuses_a_store_without_background_images(tmp_path, monkeypatch):
+    root = tmp_path / "shards"
+    synthesize(
+        ["synth-hand-clean", "synth-hand-wild"], root, n_train=40, n_test=8, size=32, progress=False
+    )
+    pair = pair_shards("synth-hand-clean", "synth-hand-wild", root)
+    dg = resolve_method("causal-interventions/sd-ud")
+    da = resolve_method("causal-interventions")
+    check_needs("causal-interventions", da.cls.data_needs(da.hparams), pair)
+    with pytest.raises(DabenchError, match="backgrounds: no background images"):
+        check_needs("causal-interventions/sd-ud", dg.cls.data_needs(dg.hparams), pair)
+    # Through the runner, with shard generation off (a store of converted real datasets):
+    # the grid is refused before any trial starts.
+    monkeypatch.setattr("bench.runner.ensure_shards", lambda *a, **k: None)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "methods": ["causal-interventions/sd-ud"]}))
+    with pytest.raises(DabenchError, match=r"causal-interventions/sd-ud cannot run.*backgrounds"):
+        prepare(load_grid(path).trials, root, lambda msg: None)
+
+
+def test_end_to_end_through_the_harness_in_both_settings(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    grid = load_grid(path)
+    data_root = tmp_path / "shards"
+    summary = run_grid(
+        grid,
+        tmp_path / "results",
+        executor="local",
+        data_root=data_root,
+        progress=False,
+        log=lambda msg: None,
+    )
+    assert summary.ran == 2 and not summary.failed
+    assert (data_root / "synth-backgrounds" / "train.h5").exists()  # generated for sd-ud
+    for record in summary.records:
+        assert record["status"] == "ok", record.get("error")
+        assert record["metrics"]["target_test"]["overall"]["mpjpe"] > 0
+        losses = {k for e in record["curves"]["losses"] for k in e}
+        assert {"pose", "vae_rec", "fact", "disc", "adv_f", "disc_acc"} <= losses
+        assert {e["stage"] for e in record["curves"]["losses"]} <= {"warmup", "joint"}
+        assert record["spec"]["model"]["head"] == "volumetric"

@@ -1,0 +1,254 @@
+"""The feature-alignment DA methods DDC, DAN and DANN: cards, hyper-parameters, a few training
+steps on tiny synthetic shards, gradients of the alignment terms, predictions, and one tiny
+grid through the harness."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import yaml
+
+from bench.data.synthetic.build import synthesize
+from bench.data.views import DataNeed, infinite_batches, pair_shards, role_fields
+from bench.errors import DabenchError
+from bench.grid import load_grid
+from bench.methods.cards import load_method_card, resolve_method
+from bench.models.pose_net import ModelConfig
+from bench.runner import run_grid
+from bench.store import read_record, trial_dir
+
+DA_METHODS = ("ddc", "dan", "dann")
+ENTRIES = ("ddc", "dan", "dan/quadratic", "dan/backbone-only", "dann")
+MODEL = ModelConfig(img_size=32, head_channels=32)
+BATCH = 8
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    synthesize(
+        ["synth-hand-clean", "synth-hand-wild"], root, n_train=40, n_test=8, size=32, progress=False
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def pair(data_root):
+    return pair_shards("synth-hand-clean", "synth-hand-wild", data_root)
+
+
+@pytest.fixture(scope="module")
+def batches(pair):
+    """Three DA batches {"source": labels, "target": images} as the trainer builds them."""
+    fields = role_fields({DataNeed.SOURCE_LABELS, DataNeed.TARGET_IMAGES})
+    paths = {"source": pair.source_train, "target": pair.target_train}
+    iters = {
+        role: infinite_batches(paths[role], f, BATCH, seed=k)
+        for k, (role, f) in enumerate(sorted(fields.items()))
+    }
+    out = []
+    for _ in range(3):
+        out.append(
+            {
+                role: {k: v for k, v in next(it).items() if k != "index"}
+                for role, it in iters.items()
+            }
+        )
+    return out
+
+
+def build(entry: str, root: int, **overrides):
+    torch.manual_seed(0)
+    resolved = resolve_method(entry, overrides)
+    return resolved.cls(resolved.hparams, MODEL, 21, root=root)
+
+
+def backbone_grad_norm(method) -> float:
+    return sum(
+        float(p.grad.abs().sum()) for p in method.net.backbone.parameters() if p.grad is not None
+    )
+
+
+# ---------------------------------------------------------------- cards and hyper-parameters
+
+
+@pytest.mark.parametrize("name", DA_METHODS)
+def test_card_variants_resolve_and_reported_numbers_are_structured(name):
+    card = load_method_card(name)
+    assert card.category == "domain-adaptation" and card.fidelity == "faithful"
+    assert card.paper and len(card.choices) >= 5
+    base = resolve_method(name)
+    assert base.cls.data_needs(base.hparams) == {DataNeed.SOURCE_LABELS, DataNeed.TARGET_IMAGES}
+    assert card.variants
+    for variant in card.variants:
+        resolved = resolve_method(f"{name}/{variant}")
+        assert resolved.hparams != base.hparams, variant
+    for group in card.ablation_groups.values():
+        for entry in group:
+            resolve_method(entry)
+    assert len(card.reported) == 5
+    metrics = [r["metric"] for r in card.reported]
+    assert metrics == ["epe_mm", "mpjpe_mm", "pa_mpjpe_mm", "mpjpe_mm", "pa_mpjpe_mm"]
+    for entry in card.reported:
+        assert set(entry) == {"paper", "setting", "metric", "values"}
+        assert all(isinstance(v, float) and 10 < v < 200 for v in entry["values"].values())
+    assert len(card.reported[0]["values"]) == 4 and len(card.reported[1]["values"]) == 3
+
+
+def test_reported_rows_keep_the_papers_ordering():
+    # Every table lists DDC > DAN > DANN (errors fall), so a mixed-up copy shows here.
+    rows = {n: load_method_card(n).reported for n in DA_METHODS}
+    for i in range(5):
+        for key in rows["ddc"][i]["values"]:
+            ddc, dan, dann = (rows[n][i]["values"][key] for n in DA_METHODS)
+            assert ddc >= dan >= dann, (i, key)
+    assert rows["dann"][0]["values"]["FreiHAND→RHD"] == 38.0
+    assert rows["ddc"][4]["values"]["SURREAL→HumanEva"] == 86.0
+
+
+def test_bad_hyper_parameters_are_one_clear_error():
+    with pytest.raises(DabenchError, match=r"unknown hyper-parameter\(s\) \['bogus'\]"):
+        resolve_method("ddc", {"bogus": 1})
+    with pytest.raises(DabenchError, match="unknown estimator 'cubic'.*linear, quadratic"):
+        resolve_method("dan", {"estimator": "cubic"})
+    with pytest.raises(DabenchError, match="alphas must be positive"):
+        resolve_method("dan", {"alphas": [0.5, -1]})
+    with pytest.raises(DabenchError, match="alphas must be positive"):
+        resolve_method("dan", {"alphas": []})
+    with pytest.raises(DabenchError, match="unknown schedule 'cosine'"):
+        resolve_method("dann", {"schedule": "cosine"})
+    with pytest.raises(DabenchError, match="mmd_weight must be >= 0"):
+        resolve_method("ddc", {"mmd_weight": -0.25})
+    with pytest.raises(DabenchError, match="'adapt_dim' must be int"):
+        resolve_method("ddc", {"adapt_dim": 2.5})
+    assert resolve_method("dan", {"alphas": [1, 2]}).hparams.alphas == (1.0, 2.0)
+
+
+# ---------------------------------------------------------------- training steps
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_method_trains_and_predicts(entry, pair, batches):
+    method = build(entry, pair.root)
+    method.train()
+    opt = torch.optim.AdamW(method.parameters(), lr=1e-3)
+    expected = {"ddc": {"pose", "mmd"}, "dann": {"pose", "adv"}}.get(
+        entry, {"pose", "mmd", "mmd_head"}
+    )
+    if entry == "dan/backbone-only":
+        expected = {"pose", "mmd"}
+    for step, batch in enumerate(batches):
+        losses = method.training_step("train", batch, step, step / len(batches))
+        assert set(losses) == expected
+        assert all(torch.isfinite(v) and v.ndim == 0 for v in losses.values()), losses
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+
+    # The alignment terms alone reach the backbone (DANN: with λ > 0).
+    opt.zero_grad()
+    losses = method.training_step("train", batches[0], 10, 0.5)
+    sum(v for k, v in losses.items() if k != "pose").backward()
+    assert backbone_grad_norm(method) > 0
+
+    method.eval()
+    images = batches[0]["target"]["images"]
+    pred = method.predict(images)
+    assert pred.kp2d.shape == (BATCH, 21, 2) and pred.rel_depth.shape == (BATCH, 21)
+    assert pred.kp2d.min() >= -0.5 and pred.kp2d.max() <= 31.5  # soft-argmax stays in the crop
+    assert torch.all(pred.rel_depth[:, pair.root] == 0)
+    assert torch.isfinite(pred.rel_depth).all() and pred.rel_depth.abs().max() < 2000.0
+
+
+def test_forward_pass_is_one_concatenated_batch(pair, batches):
+    method = build("ddc", pair.root)
+    seen = []
+    method.net.backbone.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    method.training_step("train", batches[0], 0, 0.0)
+    assert seen == [2 * BATCH]
+
+
+def test_unequal_batch_sizes_are_an_error(pair, batches):
+    method = build("dan", pair.root)
+    batch = {
+        "source": batches[0]["source"],
+        "target": {"images": batches[0]["target"]["images"][:5]},
+    }
+    with pytest.raises(DabenchError, match="equal source and target batch sizes, got 8 and 5"):
+        method.training_step("train", batch, 0, 0.0)
+
+
+def test_dann_schedule_and_metrics(pair, batches):
+    method = build("dann", pair.root)
+    method.train()
+    assert method.grl_lambda(0, 0.0) == 0.0
+    assert method.grl_lambda(123, 0.5) == pytest.approx(0.98661, abs=1e-5)
+    # λ = 0 at the first step: the adversarial loss sends nothing back to the backbone.
+    losses = method.training_step("train", batches[0], 0, 0.0)
+    assert method.grl.coeff == 0.0
+    losses["adv"].backward()
+    assert backbone_grad_norm(method) == 0.0
+    assert any(float(p.grad.abs().sum()) > 0 for p in method.discriminator.parameters())
+    method.training_step("train", batches[1], 1, 0.25)
+    metrics = method.metrics_step()
+    assert set(metrics) == {"disc_acc", "grl_lambda"}
+    assert 0.0 <= metrics["disc_acc"] <= 1.0
+    assert metrics["grl_lambda"] == pytest.approx(2 / (1 + math.exp(-2.5)) - 1)
+    assert set(method.metrics_step()) == {"grl_lambda"}  # the window was reset
+
+    # λ depends on the hyper-parameters only: swap them in rather than build two more nets.
+    method.hparams = resolve_method("dann/tllib-schedule").hparams
+    assert method.grl_lambda(1000, 0.9) == pytest.approx(0.4621, abs=1e-4)
+    method.hparams = resolve_method("dann/constant-lambda").hparams
+    assert method.grl_lambda(0, 0.0) == 1.0
+
+
+def test_dan_head_features_are_the_pooled_last_hidden_map(pair, batches):
+    method = build("dan", pair.root)
+    out = method.net(batches[0]["source"]["images"], with_head_pooled=True)
+    assert out["head_pooled"].shape == (BATCH, MODEL.head_channels)
+    hidden = method.net.head.net.hidden(out["feat"])
+    assert torch.allclose(out["head_pooled"], hidden.mean(dim=(-2, -1)))
+    assert "head_pooled" not in method.net(batches[0]["source"]["images"])
+
+
+# ---------------------------------------------------------------- through the harness
+
+
+def test_tiny_grid_runs_every_da_method(tmp_path, data_root):
+    grid_yaml = {
+        "name": "tiny-da",
+        "methods": list(DA_METHODS),
+        "pairs": [{"source": "synth-hand-clean", "target": "synth-hand-wild"}],
+        "seeds": [0],
+        "data": {"n_train": 40, "n_test": 8, "size": 32},
+        "model": {"backbone": "resnet18", "head_channels": 32},
+        "train": {
+            "steps": 4,
+            "batch_size": 8,
+            "eval_every": 2,
+            "warmup_steps": 1,
+            "eval_batch_size": 32,
+            "log_every": 2,
+        },
+    }
+    path = tmp_path / "tiny-da.yaml"
+    path.write_text(yaml.safe_dump(grid_yaml))
+    grid = load_grid(path)
+    results = tmp_path / "results"
+    summary = run_grid(
+        grid, results, executor="local", data_root=data_root, progress=False, log=lambda m: None
+    )
+    assert (summary.total, summary.ran) == (3, 3)
+    for spec in grid.trials:
+        record = read_record(trial_dir(results, spec.trial_id) / "record.json")
+        assert record["status"] == "ok", record["error"]
+        curves = record["curves"]["losses"]
+        assert [c["step"] for c in curves] == [2, 4]
+        if spec.label == "dann":
+            assert all(0.0 <= c["disc_acc"] <= 1.0 and "grl_lambda" in c for c in curves)
+            assert all("adv" in c for c in curves)
+        else:
+            assert all("mmd" in c for c in curves)
