@@ -30,7 +30,7 @@ from bench.methods.registry import get_method_class
 from bench.metrics import METRICS_VERSION
 from bench.paths import REPO_ROOT, shard_root
 from bench.store import RECORD_SCHEMA_ID, read_record, write_trial
-from bench.trainer import Evaluation, Trainer, TrainResult
+from bench.trainer import Evaluation, Trainer, TrainResult, seed_everything
 
 # Lower is better for the metric each selection rule minimises.
 _SELECTION_METRIC = {
@@ -218,6 +218,8 @@ def run_trial(
         record["pair"]["joint_set"] = pair.joint_set
         record["data"]["fingerprints"] = pair.fingerprints()
         check_needs(spec.label, needs, pair)
+        # Seed before the networks are built: their initial weights are part of the result.
+        seed_everything(spec.seed, train_cfg.deterministic)
         method = cls(
             hparams, spec.model_config(), get_joint_set(pair.joint_set).num_joints, pair.root
         )

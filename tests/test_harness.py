@@ -219,3 +219,17 @@ def test_warm_started_trials_start_from_the_source_only_weights(tmp_path, data_r
     assert (trial_dir(results, init["trial_id"]) / "weights.pt").exists()
     text = (results / "report.md").read_text() if (results / "report.md").exists() else ""
     assert text == "" or "source-only weights" in text
+
+
+def test_same_trial_twice_gives_identical_results(tmp_path, data_root):
+    grid = load_grid(grid_file(tmp_path, methods=["source-only"]))
+    first = run_grid(
+        grid, tmp_path / "a", executor="local", data_root=data_root, progress=False, log=quiet
+    ).records[0]
+    second = run_grid(
+        grid, tmp_path / "b", executor="local", data_root=data_root, progress=False, log=quiet
+    ).records[0]
+    assert first["metrics"]["target_test"]["overall"] == second["metrics"]["target_test"]["overall"]
+    a = read_predictions(tmp_path / "a", first["trial_id"])
+    b = read_predictions(tmp_path / "b", second["trial_id"])
+    np.testing.assert_array_equal(a["kp2d"], b["kp2d"])
