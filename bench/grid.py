@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.data.cards import load_dataset_card
 from bench.errors import DabenchError
 from bench.methods.cards import resolve_method
 from bench.models.pose_net import ModelConfig
 from bench.trainer import TrainConfig
+from bench.typed import coerce_value
+from bench.yaml_files import read_mapping
 
 GRIDS_DIR = Path(__file__).parent / "grids"
 SELECTION_RULES = ("last", "source-val", "target-oracle")
@@ -134,13 +134,7 @@ def load_grid(name_or_path: str | Path, overrides: Mapping[str, Any] | None = No
                 f"{', '.join(named_grids())}"
             )
         path = named
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise DabenchError(f"grid {path}: cannot be read as YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise DabenchError(f"grid {path}: expected a mapping at the top level")
-    raw = {**raw, **(overrides or {})}
+    raw = {**read_mapping(path, "grid"), **(overrides or {})}
     return expand(raw, path)
 
 
@@ -156,16 +150,7 @@ def _dataclass_overrides(cls: type, values: Mapping[str, Any], where: str) -> di
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise DabenchError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
-    out = {}
-    for key, value in values.items():
-        default = getattr(cls(), key) if key != "weights" else None
-        expected = type(default) if default is not None else None
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if expected is not None and not isinstance(value, expected):
-            raise DabenchError(f"{where}: {key!r} must be {expected.__name__}, got {value!r}")
-        out[key] = value
-    return out
+    return {k: coerce_value(v, fields[k].type, f"{where}: {k!r}") for k, v in values.items()}
 
 
 def _warm_start(

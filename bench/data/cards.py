@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.data.joints import get_joint_set
 from bench.errors import DabenchError
 from bench.paths import dataset_cards_dir
+from bench.yaml_files import read_card
 
 KINDS = ("synthetic", "real", "images")
 _REQUIRED = ("name", "kind", "description", "joint_set", "root_joint", "splits", "licence")
@@ -40,23 +39,7 @@ class DatasetCard:
 
 
 def _parse(path: Path) -> DatasetCard:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise DabenchError(f"dataset card {path}: cannot be read as YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise DabenchError(f"dataset card {path}: expected a mapping at the top level")
-    missing = [k for k in _REQUIRED if k not in raw]
-    if missing:
-        raise DabenchError(f"dataset card {path}: missing key(s) {missing}")
-    unknown = sorted(set(raw) - set(_REQUIRED) - set(_OPTIONAL))
-    if unknown:
-        raise DabenchError(
-            f"dataset card {path}: unknown key(s) {unknown}; valid keys: "
-            f"{sorted(_REQUIRED + _OPTIONAL)}"
-        )
-    if raw["name"] != path.stem:
-        raise DabenchError(f"dataset card {path}: name {raw['name']!r} must match the file name")
+    raw = read_card(path, "dataset card", _REQUIRED, _OPTIONAL)
     if raw["kind"] not in KINDS:
         raise DabenchError(f"dataset card {path}: kind {raw['kind']!r} is not one of {KINDS}")
     if raw["joint_set"] != "none":

@@ -18,6 +18,7 @@ from torch import nn
 from bench.data.views import DataNeed
 from bench.errors import DabenchError
 from bench.models.pose_net import ModelConfig, PoseNet, Prediction
+from bench.typed import coerce_value, type_name
 
 
 @dataclass(frozen=True)
@@ -87,45 +88,15 @@ class Method(nn.Module):
         return self.net.integral_loss(out, data["kp2d"], data["kp3d"], data["vis"], self.root)
 
 
-def hparam_fields(cls: type) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls)}
-
-
 def coerce_hparams(cls: type, values: Mapping[str, Any], where: str) -> Any:
     """Build ``cls`` from ``values``; unknown keys and wrong types are one clear error that
     names the method's valid keys and types."""
-    fields = hparam_fields(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        valid = ", ".join(f"{n} ({_type_name(f.type)})" for n, f in fields.items()) or "none"
+        valid = ", ".join(f"{n} ({type_name(f.type)})" for n, f in fields.items()) or "none"
         raise DabenchError(f"{where}: unknown hyper-parameter(s) {unknown}; valid: {valid}")
     fixed = {}
     for key, value in values.items():
-        fixed[key] = _coerce(value, fields[key].type, f"{where}: hyper-parameter {key!r}")
+        fixed[key] = coerce_value(value, fields[key].type, f"{where}: hyper-parameter {key!r}")
     return cls(**fixed)
-
-
-def _type_name(t: Any) -> str:
-    return t if isinstance(t, str) else getattr(t, "__name__", str(t))
-
-
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    name = _type_name(annotation)
-    if name == "bool":
-        if isinstance(value, bool):
-            return value
-    elif name == "int":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif name == "float":
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif name == "str":
-        if isinstance(value, str):
-            return value
-    elif name.startswith("tuple"):
-        if isinstance(value, list | tuple):
-            return tuple(value)
-    else:
-        return value
-    raise DabenchError(f"{where} must be {name}, got {value!r}")

@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.errors import DabenchError
 from bench.methods.base import Method, coerce_hparams
 from bench.methods.registry import get_method_class
 from bench.paths import method_cards_dir
+from bench.yaml_files import read_card
 
 CATEGORIES = ("source-only", "domain-adaptation", "domain-generalisation", "oracle")
 _REQUIRED = ("name", "adapter", "category", "title", "description")
@@ -72,23 +71,7 @@ class ResolvedMethod:
 
 
 def _parse(path: Path) -> MethodCard:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise DabenchError(f"method card {path}: cannot be read as YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise DabenchError(f"method card {path}: expected a mapping at the top level")
-    missing = [k for k in _REQUIRED if k not in raw]
-    if missing:
-        raise DabenchError(f"method card {path}: missing key(s) {missing}")
-    unknown = sorted(set(raw) - set(_REQUIRED) - set(_OPTIONAL))
-    if unknown:
-        raise DabenchError(
-            f"method card {path}: unknown key(s) {unknown}; valid keys: "
-            f"{sorted(_REQUIRED + _OPTIONAL)}"
-        )
-    if raw["name"] != path.stem:
-        raise DabenchError(f"method card {path}: name {raw['name']!r} must match the file name")
+    raw = read_card(path, "method card", _REQUIRED, _OPTIONAL)
     if raw["category"] not in CATEGORIES:
         raise DabenchError(
             f"method card {path}: category {raw['category']!r} is not one of {CATEGORIES}"

@@ -1,0 +1,45 @@
+"""Typed values from YAML for the frozen dataclasses a grid configures (model and training
+settings, method hyper-parameters): one rule for which YAML value fits which field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.errors import DabenchError
+
+_OPTIONAL_SUFFIX = " | None"
+
+
+def type_name(annotation: Any) -> str:
+    """``int``, ``tuple[float, ...]``, ``str | None``: the annotation as written."""
+    if isinstance(annotation, str):
+        return annotation
+    return getattr(annotation, "__name__", None) or str(annotation)
+
+
+def coerce_value(value: Any, annotation: Any, where: str) -> Any:
+    """``value`` as the annotated type (an int is a valid float, a list a valid tuple; a
+    bool is never a number); anything else is one error naming the expected type."""
+    name = type_name(annotation)
+    if name.endswith(_OPTIONAL_SUFFIX):
+        if value is None:
+            return None
+        name = name.removesuffix(_OPTIONAL_SUFFIX)
+    if name == "bool":
+        if isinstance(value, bool):
+            return value
+    elif name == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif name == "float":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif name == "str":
+        if isinstance(value, str):
+            return value
+    elif name.startswith("tuple"):
+        if isinstance(value, list | tuple):
+            return tuple(value)
+    else:
+        return value
+    raise DabenchError(f"{where} must be {name}, got {value!r}")
