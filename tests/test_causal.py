@@ -15,7 +15,7 @@ from bench.data.views import DataNeed, check_needs, pair_shards
 from bench.errors import DabenchError
 from bench.grid import load_grid
 from bench.methods.cards import load_method_card, resolve_method
-from bench.methods.causal import CausalHparams, CausalInterventions, coord_l1, pose_outputs
+from bench.methods.causal import CausalHparams, CausalInterventions, coord_l1
 from bench.methods.causal_modules import (
     FeatureDiscriminator,
     FeatureGenerator,
@@ -289,12 +289,12 @@ def test_adversarial_terms_are_non_saturating_bce():
     assert losses["adv_g"] == pytest.approx(0.1 * softplus(-b), rel=1e-5)
 
 
-def test_pose_outputs_equal_the_pose_net_forward():
+def test_head_outputs_from_features_equal_the_pose_net_forward():
     method = _method("causal-interventions").eval()
     images = _batch()["source"]["images"]
     with torch.no_grad():
         full = method.net(images)
-        split = pose_outputs(method.net, method.net.features(images))
+        split = method.net.head_outputs(method.net.features(images))
     assert torch.allclose(full["coords"], split["coords"])
     assert torch.allclose(full["pooled"], split["pooled"])
 

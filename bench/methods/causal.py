@@ -38,8 +38,7 @@ from bench.methods.causal_modules import (
     vae_pixels,
 )
 from bench.methods.registry import register_method
-from bench.models.heatmaps import soft_argmax_2d, soft_argmax_3d
-from bench.models.pose_net import ModelConfig, PoseNet
+from bench.models.pose_net import ModelConfig
 
 SETTINGS: tuple[str, ...] = ("da", "dg")  # SD + TD (target images) | SD + UD (backgrounds)
 INTERVENTIONS: tuple[str, ...] = ("both", "swap", "prior")
@@ -111,24 +110,6 @@ class CausalHparams(Hparams):
     @property
     def uses_features(self) -> bool:
         return self.uses_generator or self.feat_pose_weight > 0
-
-
-def pose_outputs(net: PoseNet, feat: Tensor) -> dict[str, Tensor]:
-    """``PoseNet.forward`` from an already computed feature map, so that the backbone can
-    run on source + other images together while the (costly) head runs on the source only."""
-    out = net.head(feat)
-    if "volumes" in out:
-        vol = out["volumes"]
-        depth_bins, h, w = vol.shape[-3:]
-        xyz = soft_argmax_3d(vol)
-        z = (xyz[..., 2] + 0.5) / depth_bins - 0.5
-    else:
-        xy, probs = soft_argmax_2d(out["heatmaps"])
-        h, w = probs.shape[-2:]
-        xyz = xy
-        z = (probs * out["depth"]).sum(dim=(-2, -1))
-    coords = torch.stack([(xyz[..., 0] + 0.5) / w, (xyz[..., 1] + 0.5) / h, z], dim=-1)
-    return {"feat": feat, "pooled": net.backbone.pool(feat), "coords": coords, **out}
 
 
 def coord_l1(pred: Tensor, target: Tensor, vis: Tensor) -> Tensor:
@@ -244,7 +225,7 @@ class CausalInterventions(Method):
         align_other = adversary and hp.setting == "da"
         if align_other:
             feat = self.net.features(torch.cat([src["images"], other]))
-            out_s = pose_outputs(self.net, feat[:n])
+            out_s = self.net.head_outputs(feat[:n])
             pooled = self.net.backbone.pool(feat)
         else:
             out_s = self.net(src["images"])

@@ -143,7 +143,11 @@ class PoseNet(nn.Module):
         ``with_head_pooled`` also "head_pooled" [B,head_channels]: the head's last hidden
         feature map (before its 1×1 conv; the backbone map for a head without deconvolutions)
         globally averaged, which DAN aligns."""
-        feat = self.features(images)
+        return self.head_outputs(self.features(images), with_head_pooled)
+
+    def head_outputs(self, feat: Tensor, with_head_pooled: bool = False) -> dict[str, Tensor]:
+        """:meth:`forward` from an already computed backbone feature map, so that a method
+        can run the backbone on more images than the (costly) head."""
         if with_head_pooled:
             out = self.head(feat, return_hidden=True)
             out["head_pooled"] = out.pop("hidden").mean(dim=(-2, -1))
