@@ -37,6 +37,7 @@ from bench.methods.causal_modules import (
     vae_input_size,
     vae_pixels,
 )
+from bench.methods.common import WindowMean, check_non_negative, check_positive_int
 from bench.methods.registry import register_method
 from bench.models.pose_net import ModelConfig
 
@@ -80,22 +81,24 @@ class CausalHparams(Hparams):
                 f"{where}: unknown interventions {self.interventions!r}; valid: "
                 f"{', '.join(INTERVENTIONS)}"
             )
-        for name in (
-            "pose_weight",
-            "vae_weight",
-            "kl_weight",
-            "fact_weight",
-            "gen_pose_weight",
-            "feat_pose_weight",
-            "adv_weight",
-        ):
-            if not getattr(self, name) >= 0:
-                raise DabenchError(f"{where}: {name} must be >= 0, got {getattr(self, name)!r}")
-        if not self.vae_batch >= 0:
-            raise DabenchError(f"{where}: vae_batch must be >= 0, got {self.vae_batch!r}")
-        for name in ("feat_dim", "latent_dim", "gen_hidden", "disc_hidden"):
-            if not getattr(self, name) > 0:
-                raise DabenchError(f"{where}: {name} must be a positive integer")
+        check_non_negative(
+            where,
+            pose_weight=self.pose_weight,
+            vae_weight=self.vae_weight,
+            kl_weight=self.kl_weight,
+            fact_weight=self.fact_weight,
+            gen_pose_weight=self.gen_pose_weight,
+            feat_pose_weight=self.feat_pose_weight,
+            adv_weight=self.adv_weight,
+            vae_batch=self.vae_batch,
+        )
+        check_positive_int(
+            where,
+            feat_dim=self.feat_dim,
+            latent_dim=self.latent_dim,
+            gen_hidden=self.gen_hidden,
+            disc_hidden=self.disc_hidden,
+        )
         if not 0.0 <= self.dropout < 1.0:
             raise DabenchError(f"{where}: dropout must be in [0, 1), got {self.dropout!r}")
         if not 0.0 <= self.warmup_share < 1.0:
@@ -188,8 +191,7 @@ class CausalInterventions(Method):
         self.discriminator = (
             FeatureDiscriminator(hp.feat_dim, hp.disc_hidden) if hp.adv_weight > 0 else None
         )
-        self._acc_sum: Tensor | None = None
-        self._acc_count = 0
+        self._disc_acc = WindowMean()
 
     # -- stages ---------------------------------------------------------------------------
     def stages(self) -> list[Stage]:
@@ -296,10 +298,9 @@ class CausalInterventions(Method):
             # trains D on its loss only and f, g on theirs only.
             losses["adv_f"] = hp.adv_weight * _bce(self._frozen_logits(real_all), False)
             losses["adv_g"] = hp.adv_weight * _bce(self._frozen_logits(gen_cf), True)
-            with torch.no_grad():
-                acc = 0.5 * ((logit_real > 0).float().mean() + (logit_fake <= 0).float().mean())
-            self._acc_sum = acc if self._acc_sum is None else self._acc_sum + acc
-            self._acc_count += 1
+            self._disc_acc.add(
+                0.5 * ((logit_real > 0).float().mean() + (logit_fake <= 0).float().mean())
+            )
         return losses
 
     def _vae_subset(self, n_source: int, n_all: int, device: torch.device) -> Tensor:
@@ -323,9 +324,5 @@ class CausalInterventions(Method):
         return torch.func.functional_call(d.net, params, (feat,)).squeeze(-1)
 
     def metrics_step(self) -> dict[str, float]:
-        if self._acc_sum is None:
-            return {}
-        with torch.no_grad():
-            acc = float(self._acc_sum) / self._acc_count
-        self._acc_sum, self._acc_count = None, 0
-        return {"disc_acc": acc}
+        acc = self._disc_acc.pop()
+        return {} if acc is None else {"disc_acc": acc}

@@ -1,5 +1,5 @@
-"""Pieces several method adapters share: the joint source+target forward pass and
-hyper-parameter range checks."""
+"""Pieces several method adapters share: the joint source+target forward pass, a logged
+window mean, and hyper-parameter range checks."""
 
 from __future__ import annotations
 
@@ -26,6 +26,29 @@ def forward_source_target(
         )
     out = net(torch.cat([src["images"], tgt["images"]]), **kwargs)
     return out, {k: v[:n] for k, v in out.items()}, n
+
+
+class WindowMean:
+    """A per-step scalar (e.g. discriminator accuracy) averaged over the steps between two
+    reads. It accumulates as a tensor so that logging costs one synchronisation per read,
+    not one per step."""
+
+    def __init__(self) -> None:
+        self._sum: Tensor | None = None
+        self._count = 0
+
+    def add(self, value: Tensor) -> None:
+        value = value.detach()
+        self._sum = value if self._sum is None else self._sum + value
+        self._count += 1
+
+    def pop(self) -> float | None:
+        """The mean since the last read (None if nothing was added), and a new window."""
+        if self._sum is None:
+            return None
+        mean = float(self._sum) / self._count
+        self._sum, self._count = None, 0
+        return mean
 
 
 def check_non_negative(where: str, **values: float) -> None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from bench.errors import DabenchError
 from bench.losses import DomainDiscriminator, GradientReversal, dann_lambda, domain_adversarial_loss
 from bench.methods.base import Batch, DataNeed, Hparams, Method
-from bench.methods.common import check_non_negative, check_positive_int, forward_source_target
+from bench.methods.common import (
+    WindowMean,
+    check_non_negative,
+    check_positive_int,
+    forward_source_target,
+)
 from bench.methods.registry import register_method
 from bench.models.pose_net import ModelConfig
 
@@ -62,10 +66,7 @@ class DANN(Method):
         self.discriminator = DomainDiscriminator(
             self.net.backbone.out_channels, hparams.disc_hidden
         )
-        # Accuracy summed as a tensor over the steps between two metrics_step calls, so the
-        # curve is a window mean and reading it costs one synchronisation per log.
-        self._acc_sum: Tensor | None = None
-        self._acc_count = 0
+        self._disc_acc = WindowMean()
 
     def grl_lambda(self, step: int, progress: float) -> float:
         hp = self.hparams
@@ -84,8 +85,7 @@ class DANN(Method):
         # BatchNorm sees one mixed batch rather than two single-domain ones.
         logits = self.discriminator(self.grl(out["pooled"]))
         adv, acc = domain_adversarial_loss(logits[:n], logits[n:])
-        self._acc_sum = acc if self._acc_sum is None else self._acc_sum + acc
-        self._acc_count += 1
+        self._disc_acc.add(acc)
         return {
             "pose": hp.pose_weight * self.supervised_loss(batch["source"], out_src),
             "adv": hp.trade_off * adv,
@@ -93,8 +93,7 @@ class DANN(Method):
 
     def metrics_step(self) -> dict[str, float]:
         metrics = {"grl_lambda": self.grl.coeff}
-        if self._acc_sum is not None:
-            with torch.no_grad():
-                metrics["disc_acc"] = float(self._acc_sum) / self._acc_count
-            self._acc_sum, self._acc_count = None, 0
+        acc = self._disc_acc.pop()
+        if acc is not None:
+            metrics["disc_acc"] = acc
         return metrics

@@ -4,6 +4,7 @@ bound, supervised on target labels)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -18,32 +19,32 @@ class SupervisedHparams(Hparams):
     pose_weight: float = 1.0
 
 
-@register_method("source-only")
-class SourceOnly(Method):
-    """Supervised on labelled source images only; never sees the target domain."""
+class _Supervised(Method):
+    """The integral pose loss on the labelled images of one batch role."""
 
-    needs = frozenset({DataNeed.SOURCE_LABELS})
+    role: ClassVar[str]
     Hparams = SupervisedHparams
 
     def training_step(
         self, stage: str, batch: Batch, step: int, progress: float
     ) -> dict[str, torch.Tensor]:
-        src = batch["source"]
-        out = self.net(src["images"])
-        return {"pose": self.hparams.pose_weight * self.supervised_loss(src, out)}
+        data = batch[self.role]
+        out = self.net(data["images"])
+        return {"pose": self.hparams.pose_weight * self.supervised_loss(data, out)}
+
+
+@register_method("source-only")
+class SourceOnly(_Supervised):
+    """Supervised on labelled source images only; never sees the target domain."""
+
+    needs = frozenset({DataNeed.SOURCE_LABELS})
+    role = "source"
 
 
 @register_method("oracle")
-class Oracle(Method):
+class Oracle(_Supervised):
     """Supervised on labelled *target* training images: the upper bound a DA method can
     approach, trained with the same model, budget and loss as source-only."""
 
     needs = frozenset({DataNeed.TARGET_LABELS})
-    Hparams = SupervisedHparams
-
-    def training_step(
-        self, stage: str, batch: Batch, step: int, progress: float
-    ) -> dict[str, torch.Tensor]:
-        tgt = batch["target"]
-        out = self.net(tgt["images"])
-        return {"pose": self.hparams.pose_weight * self.supervised_loss(tgt, out)}
+    role = "target"
