@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.data.views import DataNeed, check_needs, pair_shards
+from bench.data.views import DataNeed, PairShards, check_needs, pair_shards
 from bench.errors import DabenchError
 from bench.grid import Grid, TrialSpec
 from bench.paths import shard_root
@@ -37,7 +37,7 @@ def prepare(
 ) -> None:
     """Generate missing synthetic shards once, in the driver, and check that every pair
     can feed its method — all before the first trial starts."""
-    seen = set()
+    pairs: dict[tuple, PairShards] = {}
     for spec in trials:
         cls, hparams = method_class(spec)
         needs = cls.data_needs(hparams)
@@ -47,13 +47,12 @@ def prepare(
             tuple(sorted(spec.data.items())),
             DataNeed.BACKGROUNDS in needs,
         )
-        if key not in seen:
-            seen.add(key)
+        if key not in pairs:
             ensure_shards(
                 spec, data_root, progress=progress, backgrounds=DataNeed.BACKGROUNDS in needs
             )
-        pair = pair_shards(spec.source, spec.target, data_root)
-        check_needs(spec.label, needs, pair)
+            pairs[key] = pair_shards(spec.source, spec.target, data_root)
+        check_needs(spec.label, needs, pairs[key])
 
 
 def run_grid(

@@ -9,7 +9,6 @@ written last, so its presence with status ``ok``/``diverged`` marks a finished t
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import jsonschema
 import numpy as np
 import pandas as pd
 
+from bench.atomic import atomic_path
 from bench.errors import DabenchError
 
 RECORD_SCHEMA_ID = "dabench.record/1"
@@ -125,15 +125,6 @@ def validate_record(record: Mapping[str, Any]) -> None:
         raise DabenchError(f"invalid trial record at {where}: {exc.message}") from exc
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_trial(
     results: Path, record: Mapping[str, Any], predictions: Mapping[str, np.ndarray] | None
 ) -> Path:
@@ -144,14 +135,11 @@ def write_trial(
     directory = trial_dir(results, record["trial_id"])
     directory.mkdir(parents=True, exist_ok=True)
     if predictions:
-        tmp = directory / f"predictions.partial-{os.getpid()}.npz"
-        try:
+        with atomic_path(directory / "predictions.npz") as tmp:
             np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in predictions.items()})
-            os.replace(tmp, directory / "predictions.npz")
-        finally:
-            tmp.unlink(missing_ok=True)
     text = json.dumps(record, indent=1, sort_keys=True, allow_nan=False, default=_jsonable)
-    _atomic_write_bytes(directory / "record.json", text.encode())
+    with atomic_path(directory / "record.json") as tmp:
+        tmp.write_text(text)
     return directory / "record.json"
 
 

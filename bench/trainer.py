@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from bench.atomic import atomic_path
 from bench.data.views import (
     PairShards,
     eval_batches,
@@ -395,19 +396,16 @@ class Trainer:
     def _checkpoint(self, state: _RunState, stage: int) -> None:
         """Everything needed to continue after this evaluation, written atomically."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        tmp = self.workdir / "checkpoint.pt.partial"
-        torch.save(
-            {
-                "run": self.run_id,
-                "stage": stage,
-                "state": state,
-                "method": self.method.state_dict(),
-                "optimizer": self.optimizer.state_dict() if self.optimizer else None,
-                "scaler": self.scaler.state_dict(),
-            },
-            tmp,
-        )
-        tmp.replace(self.workdir / "checkpoint.pt")
+        checkpoint = {
+            "run": self.run_id,
+            "stage": stage,
+            "state": state,
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "scaler": self.scaler.state_dict(),
+        }
+        with atomic_path(self.workdir / "checkpoint.pt") as tmp:
+            torch.save(checkpoint, tmp)
 
     def _restore(self) -> dict[str, Any] | None:
         path = self.workdir / "checkpoint.pt"

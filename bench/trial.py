@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from bench import __version__
+from bench.atomic import atomic_path
 from bench.data.cards import load_dataset_card
 from bench.data.joints import get_joint_set
 from bench.data.views import DataNeed, check_needs, pair_shards
@@ -102,28 +103,17 @@ def select(evaluations: list[Evaluation], rule: str) -> Evaluation | None:
     return min(usable, key=lambda e: e.reports[split].overall[metric])
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+
+
 def _git_state() -> tuple[str | None, bool | None]:
+    """The checkout's commit and whether tracked files differ from it (None outside git)."""
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = (
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=REPO_ROOT,
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            ).stdout.strip()
-            != ""
-        )
-        return sha, dirty
+        sha = _git("rev-parse", "HEAD")
+        return sha, _git("status", "--porcelain", "--untracked-files=no") != ""
     except (OSError, subprocess.SubprocessError):
         return None, None
 
@@ -153,9 +143,8 @@ WEIGHTS = "weights.pt"
 def _save_weights(method, path: Path) -> None:
     """The final pose-network weights: what warm-started trials start from."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(method.net.state_dict(), tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(method.net.state_dict(), tmp)
 
 
 def warm_start(method, path: Path) -> dict[str, int]:

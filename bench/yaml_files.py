@@ -36,8 +36,7 @@ def read_card(
     unknown = sorted(set(raw) - set(required) - set(optional))
     if unknown:
         raise DabenchError(
-            f"{what} {path}: unknown key(s) {unknown}; valid keys: "
-            f"{sorted([*required, *optional])}"
+            f"{what} {path}: unknown key(s) {unknown}; valid keys: {sorted([*required, *optional])}"
         )
     if raw["name"] != Path(path).stem:
         raise DabenchError(f"{what} {path}: name {raw['name']!r} must match the file name")

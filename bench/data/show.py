@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.atomic import atomic_path
 from bench.data.cards import list_dataset_cards
 from bench.data.joints import get_joint_set
 from bench.data.shards import ShardDataset, read_shard_info
@@ -114,12 +115,10 @@ def render_sample(shard: Path, index: int, out: Path, scale: int = 6) -> Path:
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
     ax.axis("off")
-    tmp = out.with_name(out.name + ".partial.png")
     try:
-        fig.savefig(tmp, dpi=100)
-        tmp.replace(out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=100)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise DabenchError(f"cannot write {out}: {exc.strerror}") from exc
     finally:
         plt.close(fig)

@@ -4,8 +4,8 @@ before any compute, and the loaders that feed the trainer."""
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,8 @@ BACKGROUNDS_CARD = "synth-backgrounds"
 
 @dataclass(frozen=True)
 class PairShards:
-    """The shards of a source→target pair (plus background images when present)."""
+    """The shards of a source→target pair (plus background images when present), with
+    what each holds, read and validated once."""
 
     source: str
     target: str
@@ -51,16 +52,13 @@ class PairShards:
     joint_set: str
     root: int
     image_size: int
+    infos: Mapping[str, ShardInfo] = field(default_factory=dict, repr=False, compare=False)
 
     def info(self, role: str) -> ShardInfo:
-        return read_shard_info(getattr(self, role))
+        return self.infos[role]
 
     def fingerprints(self) -> dict[str, str]:
-        roles = ("source_train", "source_test", "target_train", "target_test")
-        out = {r: self.info(r).fingerprint for r in roles}
-        if self.backgrounds is not None:
-            out["backgrounds"] = read_shard_info(self.backgrounds).fingerprint
-        return out
+        return {role: info.fingerprint for role, info in self.infos.items()}
 
 
 def _shard(card: str, split: str, root: Path) -> Path:
@@ -98,15 +96,20 @@ def pair_shards(source: str, target: str, root: Path | None = None) -> PairShard
             f"pair {source} → {target}: image sizes differ or are not square: {sorted(sizes)}"
         )
     jset = get_joint_set(next(iter(joint_sets)))
-    background = root / BACKGROUNDS_CARD / "train.h5"
+    background: Path | None = root / BACKGROUNDS_CARD / "train.h5"
+    if background.exists():
+        infos["backgrounds"] = read_shard_info(background)
+    else:
+        background = None
     return PairShards(
         source=source,
         target=target,
         **paths,
-        backgrounds=background if background.exists() else None,
+        backgrounds=background,
         joint_set=jset.name,
         root=jset.root,
         image_size=next(iter(sizes))[0],
+        infos=infos,
     )
 
 

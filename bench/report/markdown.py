@@ -3,11 +3,11 @@ records only."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from bench.atomic import atomic_path
 from bench.errors import DabenchError
 from bench.grid import SELECTION_RULES
 from bench.metrics import METRICS_VERSION
@@ -105,7 +105,6 @@ def write_report(results: Path, rule: str | None = None) -> Path:
         ]
     text = "\n".join(parts) + "\n"
     out = results / "report.md"
-    tmp = out.with_name(f"report.md.partial-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        tmp.write_text(text)
     return out
