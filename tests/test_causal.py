@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import yaml
 from torch import nn
 
 from bench.data.synthetic.build import synthesize
@@ -390,25 +389,14 @@ def test_data_needs_depend_on_the_setting():
     assert da.cls.data_needs(da.hparams) != dg.cls.data_needs(dg.hparams)
 
 
-TINY = {
+CAUSAL_GRID = {
     "name": "tiny-causal",
     "methods": ["causal-interventions", "causal-interventions/sd-ud"],
-    "pairs": [{"source": "synth-hand-clean", "target": "synth-hand-wild"}],
-    "seeds": [0],
-    "data": {"n_train": 96, "n_test": 40, "size": 32},
-    "model": {"backbone": "resnet18", "head_channels": 32},
-    "train": {
-        "steps": 4,
-        "batch_size": 8,
-        "eval_every": 2,
-        "warmup_steps": 1,
-        "eval_batch_size": 32,
-        "log_every": 2,
-    },
+    "model": {"head_channels": 32},
 }
 
 
-def test_harness_refuses_a_store_without_background_images(tmp_path, monkeypatch):
+def test_harness_refuses_a_store_without_background_images(tmp_path, monkeypatch, tiny_grid):
     root = tmp_path / "shards"
     synthesize(
         ["synth-hand-clean", "synth-hand-wild"], root, n_train=40, n_test=8, size=32, progress=False
@@ -422,16 +410,13 @@ def test_harness_refuses_a_store_without_background_images(tmp_path, monkeypatch
     # Through the runner, with shard generation off (a store of converted real datasets):
     # the grid is refused before any trial starts.
     monkeypatch.setattr("bench.runner.ensure_shards", lambda *a, **k: None)
-    path = tmp_path / "grid.yaml"
-    path.write_text(yaml.safe_dump({**TINY, "methods": ["causal-interventions/sd-ud"]}))
+    path = tiny_grid(**{**CAUSAL_GRID, "methods": ["causal-interventions/sd-ud"]})
     with pytest.raises(DabenchError, match=r"causal-interventions/sd-ud cannot run.*backgrounds"):
         prepare(load_grid(path).trials, root, lambda msg: None)
 
 
-def test_end_to_end_through_the_harness_in_both_settings(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(TINY))
-    grid = load_grid(path)
+def test_end_to_end_through_the_harness_in_both_settings(tmp_path, tiny_grid):
+    grid = load_grid(tiny_grid(**CAUSAL_GRID))
     data_root = tmp_path / "shards"
     summary = run_grid(
         grid,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import yaml
 
 from bench.cli import main
 from bench.data.shards import ShardDataset
@@ -21,33 +20,10 @@ from bench.store import (
     validate_record,
 )
 
-TINY = {
-    "name": "tiny",
-    "methods": ["source-only", "oracle"],
-    "pairs": [{"source": "synth-hand-clean", "target": "synth-hand-wild"}],
-    "seeds": [0],
-    "data": {"n_train": 96, "n_test": 40, "size": 32},
-    "model": {"backbone": "resnet18"},
-    "train": {
-        "steps": 4,
-        "batch_size": 8,
-        "eval_every": 2,
-        "warmup_steps": 1,
-        "eval_batch_size": 32,
-        "log_every": 2,
-    },
-}
-
 
 @pytest.fixture
 def data_root(tmp_path_factory):
     return tmp_path_factory.mktemp("shards")
-
-
-def grid_file(tmp_path, **changes):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump({**TINY, **changes}))
-    return path
 
 
 def quiet(msg: str) -> None:
@@ -81,8 +57,8 @@ def check_store(results, grid, data_root):
                 assert report.overall[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
 
 
-def test_tiny_grid_local_executor_resume_and_report(tmp_path, data_root, capsys):
-    grid = load_grid(grid_file(tmp_path))
+def test_tiny_grid_local_executor_resume_and_report(tmp_path, data_root, capsys, tiny_grid):
+    grid = load_grid(tiny_grid())
     results = tmp_path / "results"
     summary = run_grid(
         grid, results, executor="local", data_root=data_root, progress=False, log=quiet
@@ -104,8 +80,8 @@ def test_tiny_grid_local_executor_resume_and_report(tmp_path, data_root, capsys)
 
 
 @pytest.mark.slow
-def test_tiny_grid_through_local_ray(tmp_path, data_root):
-    grid = load_grid(grid_file(tmp_path))
+def test_tiny_grid_through_local_ray(tmp_path, data_root, tiny_grid):
+    grid = load_grid(tiny_grid())
     results = tmp_path / "results-ray"
     summary = run_grid(
         grid, results, executor="ray", data_root=data_root, progress=False, log=quiet
@@ -114,13 +90,13 @@ def test_tiny_grid_through_local_ray(tmp_path, data_root):
     check_store(results, grid, data_root)
 
 
-def test_failed_trial_is_recorded_and_retried(tmp_path, data_root, monkeypatch):
+def test_failed_trial_is_recorded_and_retried(tmp_path, data_root, monkeypatch, tiny_grid):
     from bench import trainer
 
     def broken(self):
         raise RuntimeError("out of cheese")
 
-    grid = load_grid(grid_file(tmp_path, methods=["source-only"]))
+    grid = load_grid(tiny_grid(methods=["source-only"]))
     results = tmp_path / "results"
     monkeypatch.setattr(trainer.Trainer, "fit", broken)
     summary = run_grid(
@@ -138,10 +114,9 @@ def test_failed_trial_is_recorded_and_retried(tmp_path, data_root, monkeypatch):
     assert summary.ran == 1 and summary.records[0]["status"] == "ok"
 
 
-def test_non_finite_loss_marks_the_trial_diverged(tmp_path, data_root):
+def test_non_finite_loss_marks_the_trial_diverged(tmp_path, data_root, tiny_grid):
     grid = load_grid(
-        grid_file(
-            tmp_path,
+        tiny_grid(
             methods=["source-only"],
             hparams={"source-only": {"pose_weight": float("nan")}},
         )
@@ -156,8 +131,8 @@ def test_non_finite_loss_marks_the_trial_diverged(tmp_path, data_root):
     assert is_complete(results, grid.trials[0].trial_id)  # diverged is a result, not a retry
 
 
-def test_cli_grid_show_and_run_errors(tmp_path, capsys):
-    path = grid_file(tmp_path)
+def test_cli_grid_show_and_run_errors(tmp_path, capsys, tiny_grid):
+    path = tiny_grid()
     assert main(["grid", "show", str(path)]) == 0
     out = capsys.readouterr().out
     assert "2 trials" in out and "source-only" in out and "oracle" in out
@@ -170,7 +145,9 @@ def test_cli_grid_show_and_run_errors(tmp_path, capsys):
     assert "no result store" in capsys.readouterr().err
 
 
-def test_a_retried_trial_resumes_from_its_last_checkpoint(tmp_path, data_root, monkeypatch):
+def test_a_retried_trial_resumes_from_its_last_checkpoint(
+    tmp_path, data_root, monkeypatch, tiny_grid
+):
     from bench import trainer
 
     real = trainer.Trainer.evaluate
@@ -180,7 +157,7 @@ def test_a_retried_trial_resumes_from_its_last_checkpoint(tmp_path, data_root, m
             raise RuntimeError("node lost")
         return real(self, step)
 
-    grid = load_grid(grid_file(tmp_path, methods=["source-only"]))
+    grid = load_grid(tiny_grid(methods=["source-only"]))
     results = tmp_path / "results"
     monkeypatch.setattr(trainer.Trainer, "evaluate", crash_at_last_evaluation)
     first = run_grid(
@@ -197,13 +174,12 @@ def test_a_retried_trial_resumes_from_its_last_checkpoint(tmp_path, data_root, m
     assert not (trial_dir(results, second["trial_id"]) / "checkpoint.pt").exists()
 
 
-def test_warm_started_trials_start_from_the_source_only_weights(tmp_path, data_root):
+def test_warm_started_trials_start_from_the_source_only_weights(tmp_path, data_root, tiny_grid):
     grid = load_grid(
-        grid_file(
-            tmp_path,
+        tiny_grid(
             methods=["source-only", "ddc"],
             warm_start="source-only",
-            train={**TINY["train"], "adapt_steps": 2},
+            train={"adapt_steps": 2},
         )
     )
     results = tmp_path / "results"
@@ -221,8 +197,8 @@ def test_warm_started_trials_start_from_the_source_only_weights(tmp_path, data_r
     assert text == "" or "source-only weights" in text
 
 
-def test_same_trial_twice_gives_identical_results(tmp_path, data_root):
-    grid = load_grid(grid_file(tmp_path, methods=["source-only"]))
+def test_same_trial_twice_gives_identical_results(tmp_path, data_root, tiny_grid):
+    grid = load_grid(tiny_grid(methods=["source-only"]))
     first = run_grid(
         grid, tmp_path / "a", executor="local", data_root=data_root, progress=False, log=quiet
     ).records[0]

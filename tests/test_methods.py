@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data.synthetic.build import synthesize
-from bench.data.views import DataNeed, check_needs, pair_shards, role_fields, split_source_val
+from bench.data.views import DataNeed, check_needs, role_fields, split_source_val
 from bench.errors import DabenchError
 from bench.methods.base import Hparams, Method
 from bench.methods.cards import list_method_cards, resolve_method
@@ -74,12 +73,8 @@ def test_hparam_precedence_dataclass_card_variant_grid(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shards")
-    synthesize(
-        ["synth-hand-clean", "synth-hand-wild"], root, n_train=40, n_test=8, size=32, progress=False
-    )
-    return pair_shards("synth-hand-clean", "synth-hand-wild", root)
+def pair(hand_pair):
+    return hand_pair()
 
 
 def test_data_needs_are_checked_against_the_shards(pair, monkeypatch):

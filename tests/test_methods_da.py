@@ -8,10 +8,8 @@ import math
 
 import pytest
 import torch
-import yaml
 
-from bench.data.synthetic.build import synthesize
-from bench.data.views import DataNeed, infinite_batches, pair_shards, role_fields
+from bench.data.views import DataNeed, infinite_batches, role_fields
 from bench.errors import DabenchError
 from bench.grid import load_grid
 from bench.methods.cards import load_method_card, resolve_method
@@ -26,17 +24,13 @@ BATCH = 8
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shards")
-    synthesize(
-        ["synth-hand-clean", "synth-hand-wild"], root, n_train=40, n_test=8, size=32, progress=False
-    )
-    return root
+def pair(hand_pair):
+    return hand_pair()
 
 
 @pytest.fixture(scope="module")
-def pair(data_root):
-    return pair_shards("synth-hand-clean", "synth-hand-wild", data_root)
+def data_root(pair):
+    return pair.source_train.parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -217,26 +211,15 @@ def test_dan_head_features_are_the_pooled_last_hidden_map(pair, batches):
 # ---------------------------------------------------------------- through the harness
 
 
-def test_tiny_grid_runs_every_da_method(tmp_path, data_root):
-    grid_yaml = {
-        "name": "tiny-da",
-        "methods": list(DA_METHODS),
-        "pairs": [{"source": "synth-hand-clean", "target": "synth-hand-wild"}],
-        "seeds": [0],
-        "data": {"n_train": 40, "n_test": 8, "size": 32},
-        "model": {"backbone": "resnet18", "head_channels": 32},
-        "train": {
-            "steps": 4,
-            "batch_size": 8,
-            "eval_every": 2,
-            "warmup_steps": 1,
-            "eval_batch_size": 32,
-            "log_every": 2,
-        },
-    }
-    path = tmp_path / "tiny-da.yaml"
-    path.write_text(yaml.safe_dump(grid_yaml))
-    grid = load_grid(path)
+def test_tiny_grid_runs_every_da_method(tmp_path, data_root, tiny_grid):
+    grid = load_grid(
+        tiny_grid(
+            name="tiny-da",
+            methods=list(DA_METHODS),
+            data={"n_train": 40, "n_test": 8, "size": 32},
+            model={"head_channels": 32},
+        )
+    )
     results = tmp_path / "results"
     summary = run_grid(
         grid, results, executor="local", data_root=data_root, progress=False, log=lambda m: None

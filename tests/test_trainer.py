@@ -8,8 +8,6 @@ import math
 import pytest
 import torch
 
-from bench.data.synthetic.build import synthesize
-from bench.data.views import pair_shards
 from bench.errors import DabenchError
 from bench.methods.cards import resolve_method
 from bench.models.pose_net import ModelConfig
@@ -17,17 +15,8 @@ from bench.trainer import TrainConfig, Trainer, warmup_cosine
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shards")
-    synthesize(
-        ["synth-hand-clean", "synth-hand-wild"],
-        root,
-        n_train=48,
-        n_test=16,
-        size=32,
-        progress=False,
-    )
-    return pair_shards("synth-hand-clean", "synth-hand-wild", root)
+def pair(hand_pair):
+    return hand_pair(n_train=48, n_test=16, size=32)
 
 
 def trainer(pair, tmp_path, method="source-only", **train):

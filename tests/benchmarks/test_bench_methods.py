@@ -15,8 +15,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.data.synthetic.build import synthesize
-from bench.data.views import pair_shards
 from bench.methods.cards import resolve_method
 from bench.models.pose_net import ModelConfig
 from bench.trainer import TrainConfig, Trainer
@@ -26,17 +24,8 @@ METHODS = ("source-only", "ddc", "dan", "dann", "causal-interventions")
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shards")
-    synthesize(
-        ["synth-hand-clean", "synth-hand-wild"],
-        root,
-        n_train=64,
-        n_test=16,
-        size=64,
-        progress=False,
-    )
-    pair = pair_shards("synth-hand-clean", "synth-hand-wild", root)
+def shared(hand_pair, tmp_path_factory):
+    pair = hand_pair(n_train=64, n_test=16, size=64)
     config = TrainConfig(batch_size=BATCH, grad_clip=0.0, amp="none")
     # One DA batch for every method (source-only reads its "source" part only).
     probe = make_trainer("ddc", pair, config, tmp_path_factory.mktemp("probe"))

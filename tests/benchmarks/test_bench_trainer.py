@@ -12,8 +12,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.data.synthetic.build import synthesize
-from bench.data.views import pair_shards
 from bench.methods.supervised import SourceOnly, SupervisedHparams
 from bench.models.pose_net import ModelConfig
 from bench.trainer import TrainConfig, Trainer
@@ -22,17 +20,8 @@ BATCH = 32
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shards")
-    synthesize(
-        ["synth-hand-clean", "synth-hand-wild"],
-        root,
-        n_train=64,
-        n_test=16,
-        size=64,
-        progress=False,
-    )
-    pair = pair_shards("synth-hand-clean", "synth-hand-wild", root)
+def setup(hand_pair, tmp_path_factory):
+    pair = hand_pair(n_train=64, n_test=16, size=64)
     torch.manual_seed(0)
     method = SourceOnly(SupervisedHparams(), ModelConfig(), 21, pair.root)
     trainer = Trainer(

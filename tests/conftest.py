@@ -1,0 +1,70 @@
+"""Fixtures several test modules share: tiny synthetic hand shards and tiny grid files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bench.data.synthetic.build import synthesize
+from bench.data.views import PairShards, pair_shards
+
+HAND_PAIR = ("synth-hand-clean", "synth-hand-wild")
+
+# A grid small enough to train a few steps per trial on the CPU in seconds.
+TINY_GRID: dict[str, Any] = {
+    "name": "tiny",
+    "methods": ["source-only", "oracle"],
+    "pairs": [{"source": HAND_PAIR[0], "target": HAND_PAIR[1]}],
+    "seeds": [0],
+    "data": {"n_train": 96, "n_test": 40, "size": 32},
+    "model": {"backbone": "resnet18"},
+    "train": {
+        "steps": 4,
+        "batch_size": 8,
+        "eval_every": 2,
+        "warmup_steps": 1,
+        "eval_batch_size": 32,
+        "log_every": 2,
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def hand_pair(tmp_path_factory) -> Callable[..., PairShards]:
+    """``hand_pair(n_train, n_test, size)``: synth-hand clean → wild shards, generated once
+    per size for the whole session. Read-only: tests that write shards make their own."""
+    made: dict[tuple[int, int, int], PairShards] = {}
+
+    def make(n_train: int = 40, n_test: int = 8, size: int = 32) -> PairShards:
+        key = (n_train, n_test, size)
+        if key not in made:
+            root = tmp_path_factory.mktemp(f"hand-pair-{n_train}-{n_test}-{size}")
+            synthesize(
+                list(HAND_PAIR), root, n_train=n_train, n_test=n_test, size=size, progress=False
+            )
+            made[key] = pair_shards(*HAND_PAIR, root)
+        return made[key]
+
+    return make
+
+
+@pytest.fixture
+def tiny_grid(tmp_path) -> Callable[..., Path]:
+    """``tiny_grid(**changes)``: write :data:`TINY_GRID` with ``changes`` to a YAML file in
+    the test's tmp_path and return its path; a mapping section (data, model, train) given
+    in ``changes`` updates the tiny one instead of replacing it."""
+
+    def write(**changes: Any) -> Path:
+        grid = dict(TINY_GRID)
+        for key, value in changes.items():
+            base = grid.get(key)
+            grid[key] = {**base, **value} if isinstance(base, dict) else value
+        path = tmp_path / f"{grid['name']}.yaml"
+        path.write_text(yaml.safe_dump(grid))
+        return path
+
+    return write
