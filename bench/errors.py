@@ -7,3 +7,7 @@ class DabenchError(Exception):
 
 class ShardError(DabenchError):
     """A shard file is missing, truncated, corrupt or does not match the schema."""
+
+
+class ShardMismatchError(DabenchError):
+    """A valid shard exists where one made with other settings is asked for."""

@@ -23,7 +23,7 @@ from bench.atomic import atomic_path
 from bench.data.cards import load_dataset_card
 from bench.data.joints import get_joint_set
 from bench.data.views import DataNeed, check_needs, pair_shards
-from bench.errors import DabenchError
+from bench.errors import DabenchError, ShardMismatchError
 from bench.grid import SELECTION_RULES, TrialSpec
 from bench.methods.base import coerce_hparams
 from bench.methods.cards import load_method_card
@@ -56,29 +56,37 @@ def ensure_shards(
     spec: TrialSpec, root: Path | None = None, progress: bool = False, backgrounds: bool = False
 ) -> None:
     """Generate the pair's synthetic shards (and the background images, if the method
-    needs them) when they are missing. Real datasets must be converted by the user; their
-    absence is an error raised by :func:`pair_shards`."""
+    needs them) when they are missing. Shards made with the grid's settings are kept;
+    shards made with other settings are an error, never silently used. Real datasets must
+    be converted by the user; their absence is an error raised by :func:`pair_shards`."""
     from bench.data.synthetic.build import synthesize
     from bench.data.views import BACKGROUNDS_CARD
 
     root = root or shard_root()
     cards = [spec.source, spec.target] + ([BACKGROUNDS_CARD] if backgrounds else [])
+    data = spec.data
     for card_name in cards:
-        card = load_dataset_card(card_name)
-        if card.synthetic is None:
-            continue
-        if all((root / card_name / f"{s}.h5").exists() for s in ("train", "test")):
+        if load_dataset_card(card_name).synthetic is None:
             continue
         with _lock(root / ".locks" / f"{card_name}.lock"):
-            synthesize(
-                card_name,
-                root,
-                n_train=spec.data["n_train"],
-                n_test=spec.data["n_test"],
-                size=spec.data["size"],
-                seed=spec.data["seed"],
-                progress=progress,
-            )
+            try:
+                synthesize(
+                    card_name,
+                    root,
+                    n_train=data["n_train"],
+                    n_test=data["n_test"],
+                    size=data["size"],
+                    seed=data["seed"],
+                    progress=progress,
+                )
+            except ShardMismatchError as exc:
+                raise ShardMismatchError(
+                    f"{exc}. The grid asks for n_train={data['n_train']}, "
+                    f"n_test={data['n_test']}, size={data['size']}, seed={data['seed']}: "
+                    f"keep grids with other data settings in another data root "
+                    f"($DABENCH_DATA), or regenerate with `dabench data synth {card_name} "
+                    "--overwrite` and those settings"
+                ) from exc
 
 
 def select(evaluations: list[Evaluation], rule: str) -> Evaluation | None:

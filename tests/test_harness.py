@@ -8,9 +8,10 @@ import pytest
 
 from bench.cli import main
 from bench.data.shards import ShardDataset
+from bench.errors import DabenchError
 from bench.grid import load_grid
 from bench.metrics import evaluate
-from bench.runner import run_grid
+from bench.runner import prepare, run_grid
 from bench.store import (
     is_complete,
     load,
@@ -209,3 +210,13 @@ def test_same_trial_twice_gives_identical_results(tmp_path, data_root, tiny_grid
     a = read_predictions(tmp_path / "a", first["trial_id"])
     b = read_predictions(tmp_path / "b", second["trial_id"])
     np.testing.assert_array_equal(a["kp2d"], b["kp2d"])
+
+
+def test_shards_made_with_other_data_settings_are_refused_not_reused(
+    tmp_path, data_root, tiny_grid
+):
+    prepare(load_grid(tiny_grid(methods=["source-only"])).trials, data_root, quiet, False)
+    other = load_grid(tiny_grid(methods=["source-only"], data={"n_train": 48}))
+    with pytest.raises(DabenchError, match=r"different fingerprint.*n_train=48.*DABENCH_DATA"):
+        run_grid(other, tmp_path / "results", executor="local", data_root=data_root, log=quiet)
+    assert not (tmp_path / "results").exists()

@@ -22,7 +22,7 @@ from bench.data.synthetic.generate import (
     generate_chunk,
     split_chunks,
 )
-from bench.errors import DabenchError, ShardError
+from bench.errors import DabenchError, ShardError, ShardMismatchError
 from bench.paths import shard_root
 
 _FIELDS = ("masks", "cam_R", "cam_t", "seq", "frame", "view", "subject")
@@ -89,7 +89,7 @@ def plan(
             if stored == fp:
                 continue
             if not overwrite:
-                raise DabenchError(
+                raise ShardMismatchError(
                     f"{path} exists with a different fingerprint (made with other sizes, seed "
                     "or generator settings); pass --overwrite to replace it"
                 )
