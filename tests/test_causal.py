@@ -14,7 +14,7 @@ from bench.data.views import DataNeed, check_needs, pair_shards
 from bench.errors import DabenchError
 from bench.grid import load_grid
 from bench.methods.cards import load_method_card, resolve_method
-from bench.methods.causal import CausalHparams, CausalInterventions, coord_l1
+from bench.methods.causal import CausalHparams, CausalInterventions
 from bench.methods.causal_modules import (
     FeatureDiscriminator,
     FeatureGenerator,
@@ -26,7 +26,7 @@ from bench.methods.causal_modules import (
     vae_depth,
     vae_input_size,
 )
-from bench.models.pose_net import ModelConfig
+from bench.models.pose_net import ModelConfig, coord_l1
 from bench.runner import prepare, run_grid
 
 K = 21

@@ -39,7 +39,7 @@ from bench.methods.causal_modules import (
 )
 from bench.methods.common import WindowMean, check_non_negative, check_positive_int
 from bench.methods.registry import register_method
-from bench.models.pose_net import ModelConfig
+from bench.models.pose_net import ModelConfig, coord_l1
 
 SETTINGS: tuple[str, ...] = ("da", "dg")  # SD + TD (target images) | SD + UD (backgrounds)
 INTERVENTIONS: tuple[str, ...] = ("both", "swap", "prior")
@@ -113,16 +113,6 @@ class CausalHparams(Hparams):
     @property
     def uses_features(self) -> bool:
         return self.uses_generator or self.feat_pose_weight > 0
-
-
-def coord_l1(pred: Tensor, target: Tensor, vis: Tensor) -> Tensor:
-    """The integral loss's L1 on normalised (x, y, z) [B,K,3] with its weighting: x, y for
-    visible joints, z for all; non-finite labels count nothing."""
-    w_xy = vis.to(pred.dtype)[..., None] * torch.isfinite(target[..., :2])
-    w_z = torch.isfinite(target[..., 2:]).to(pred.dtype)
-    weights = torch.cat([w_xy, w_z], dim=-1)
-    diff = torch.where(weights > 0, pred - target.to(pred.dtype), torch.zeros_like(pred))
-    return (diff.abs() * weights).mean()
 
 
 class PoseReadout(nn.Module):

@@ -79,6 +79,16 @@ class Prediction:
     rel_depth: Tensor  # [B,K] mm, Z_k − Z_root (camera z)
 
 
+def coord_l1(pred: Tensor, target: Tensor, vis: Tensor) -> Tensor:
+    """The integral loss's L1 on normalised (x, y, z) [B,K,3] with its weighting: x, y for
+    visible joints, z for all; non-finite labels count nothing."""
+    w_xy = vis.to(pred.dtype)[..., None] * torch.isfinite(target[..., :2])
+    w_z = torch.isfinite(target[..., 2:]).to(pred.dtype)
+    weights = torch.cat([w_xy, w_z], dim=-1)
+    diff = torch.where(weights > 0, pred - target.to(pred.dtype), torch.zeros_like(pred))
+    return (diff.abs() * weights).mean()
+
+
 class PoseNet(nn.Module):
     """Backbone → deconvolution head → integral regression (see the module docstring)."""
 
@@ -197,13 +207,7 @@ class PoseNet(nn.Module):
         every joint, since 3D labels exist for occluded ones too. Non-finite labels (a
         dataset without 3D, a missing joint) contribute nothing.
         """
-        coords = out["coords"]
-        target = self.targets(kp2d, kp3d, root).to(coords.dtype)
-        w_xy = vis.to(coords.dtype)[..., None] * torch.isfinite(target[..., :2])
-        w_z = torch.isfinite(target[..., 2:])
-        weights = torch.cat([w_xy, w_z.to(coords.dtype)], dim=-1)
-        diff = torch.where(weights > 0, coords - target, torch.zeros_like(coords))
-        loss = (diff.abs() * weights).mean()
+        loss = coord_l1(out["coords"], self.targets(kp2d, kp3d, root), vis)
         if self.config.heatmap_loss > 0:
             loss = loss + self.config.heatmap_loss * self._heatmap_kl(out, kp2d, vis)
         return loss
