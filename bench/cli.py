@@ -58,7 +58,7 @@ def _run(args: argparse.Namespace) -> None:
     failed = len(summary.failed)
     print(
         f"{summary.total} trials ({summary.skipped} skipped, {summary.ran} run, "
-        f"{failed} failed); report: {report}"
+        f"{failed} failed), {summary.stage_runs} stage run(s) computed; report: {report}"
     )
     if failed:
         raise SystemExit(1)
@@ -70,6 +70,27 @@ def _grid_show(args: argparse.Namespace) -> None:
     from bench.grid import load_grid
 
     grid = load_grid(args.grid)
+    print(
+        f"grid {grid.name} ({grid.path}): {len(grid.stage_runs)} stage run(s), "
+        f"{len(grid.trials)} trials, selection {grid.selection}"
+    )
+    if grid.stage_runs:
+        print("\nStage runs (stored artifacts other nodes start from; each computed once):")
+        rows = [
+            {
+                "artifact": s.key,
+                "method": s.label,
+                "stages": ", ".join(s.stages),
+                "source": s.source,
+                "target": s.target,
+                "seed": s.seed,
+                "starts from": s.start.key if s.start else "",
+                "made by": f"trial {s.exported_by}" if s.exported_by else "itself",
+            }
+            for s in grid.stage_runs
+        ]
+        print(tabulate(rows, headers="keys", tablefmt="github"))
+        print("\nTrials:")
     rows = [
         {
             "trial": t.trial_id,
@@ -78,11 +99,12 @@ def _grid_show(args: argparse.Namespace) -> None:
             "target": t.target,
             "seed": t.seed,
             "steps": t.train["steps"],
+            "stages": ", ".join(t.stages),
+            "starts from": t.start.key if t.start else "",
             "backbone": t.model["backbone"],
         }
         for t in grid.trials
     ]
-    print(f"grid {grid.name} ({grid.path}): {len(rows)} trials, selection {grid.selection}")
     print(tabulate(rows, headers="keys", tablefmt="github"))
 
 

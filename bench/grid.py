@@ -1,5 +1,13 @@
-"""Grid YAML → a validated list of trial specs with stable ids. Every mistake in a grid
-is found here, with the valid choices named, before anything runs."""
+"""Grid YAML → a validated DAG of stage runs and trials with stable ids. Every mistake in
+a grid is found here, with the valid choices named, before anything runs. Torch-free:
+`dabench grid show` and reports parse grids without importing a network library.
+
+A trial trains a method's evaluated stages on one pair and seed. What a trial starts from
+is a content-addressed artifact (:mod:`bench.artifacts`): the output of the method's own
+pre-training stages (each a stage run, shared by every variant that agrees on what that
+stage reads), or with ``warm_start: source-only`` the source-only network of the same
+pair and seed, for methods that opt into it.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +15,21 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.artifacts import artifact_key
+from bench.config import EVALUATION_TRAIN, NON_SEMANTIC_TRAIN, ModelConfig, TrainConfig
 from bench.data.cards import load_dataset_card
 from bench.errors import DabenchError
-from bench.methods.cards import resolve_method
-from bench.models.pose_net import ModelConfig
-from bench.trainer import TrainConfig
+from bench.methods.cards import ResolvedMethod, resolve_method
+from bench.methods.spec import Stage, split_label
+from bench.selection import SELECTION_RULES
 from bench.typed import coerce_value
 from bench.yaml_files import read_mapping
 
 GRIDS_DIR = Path(__file__).parent / "grids"
-SELECTION_RULES = ("last", "source-val", "target-oracle")
 _KEYS = (
     "name",
     "description",
@@ -35,28 +44,29 @@ _KEYS = (
     "selection",
     "warm_start",
 )
-# Categories a warm start applies to: methods that adapt a source-trained model.
-WARM_STARTED = ("domain-adaptation", "domain-generalisation")
 _DATA_KEYS = ("n_train", "n_test", "size", "seed")
+_RESOURCE_KEYS = ("cpu", "gpu")
 # Root-relative depth range per joint set (mm mapped to [-0.5, 0.5]): hands span ~0.2 m,
 # bodies ~1 m either side of the pelvis (Sun et al. use 2 m for bodies).
 DEPTH_RANGE_MM = {"hand21": 400.0}
 DEFAULT_DEPTH_RANGE_MM = 2000.0
-# Train settings that do not change what is learned; excluded from the trial id.
-_NON_SEMANTIC_TRAIN = (
-    "threads",
-    "workers",
-    "log_every",
-    "device",
-    "eval_batch_size",
-    "keep_checkpoint",
-)
+
+
+def _semantic_train(train: Mapping[str, Any], *drop: str) -> dict[str, Any]:
+    return {k: v for k, v in train.items() if k not in NON_SEMANTIC_TRAIN and k not in drop}
 
 
 @dataclass(frozen=True)
-class TrialSpec:
-    """Everything one trial needs; its id hashes everything that determines the result."""
+class Upstream:
+    """An artifact a node starts from: its key, and which method's stage made it."""
 
+    key: str
+    method: str
+    stage: str
+
+
+@dataclass(frozen=True)
+class _Node:
     grid: str
     method: str
     variant: str | None
@@ -68,39 +78,28 @@ class TrialSpec:
     data: Mapping[str, int]
     model: Mapping[str, Any]
     train: Mapping[str, Any]
-    selection: str
     resources: Mapping[str, float]
-    init: str | None = None  # trial id whose final weights this trial starts from
+    # the artifacts this node starts from, nearest last (what the record lists)
+    upstream: tuple[Upstream, ...] = ()
+    # the stages it trains, in order
+    stages: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
         return self.method + (f"/{self.variant}" if self.variant else "")
 
-    def identity(self) -> dict[str, Any]:
-        train = {k: v for k, v in self.train.items() if k not in _NON_SEMANTIC_TRAIN}
-        return {
-            "method": self.method,
-            "variant": self.variant,
-            "hparams": dict(self.hparams),
-            "source": self.source,
-            "target": self.target,
-            "seed": self.seed,
-            "data": dict(self.data),
-            "model": dict(self.model),
-            "train": train,
-            "init": self.init,
-        }
-
     @property
-    def trial_id(self) -> str:
-        text = json.dumps(self.identity(), sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+    def start(self) -> Upstream | None:
+        return self.upstream[-1] if self.upstream else None
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), default=list))
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrialSpec:
+    def from_dict(cls, d: Mapping[str, Any]):
+        d = dict(d)
+        d["upstream"] = tuple(Upstream(**u) for u in d.get("upstream", ()))
+        d["stages"] = tuple(d.get("stages", ()))
         return cls(**d)
 
     def model_config(self) -> ModelConfig:
@@ -111,12 +110,58 @@ class TrialSpec:
 
 
 @dataclass(frozen=True)
+class StageRunSpec(_Node):
+    """A run of one or more consecutive stages of a method whose output other nodes start
+    from; nothing is evaluated. ``key`` is its artifact's key."""
+
+    key: str = ""
+    exported_by: str | None = None  # a trial of the grid that also produces this artifact
+
+    @property
+    def node_id(self) -> str:
+        return self.key
+
+
+@dataclass(frozen=True)
+class TrialSpec(_Node):
+    """Everything one trial needs; its id hashes everything that determines the result."""
+
+    selection: str = "last"
+    # stage → artifact key, for the stages whose output another node of the grid needs
+    exports: Mapping[str, str] = field(default_factory=dict)
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "variant": self.variant,
+            "hparams": dict(self.hparams),
+            "source": self.source,
+            "target": self.target,
+            "seed": self.seed,
+            "data": dict(self.data),
+            "model": dict(self.model),
+            "train": _semantic_train(self.train),
+            "start": self.start.key if self.start else None,
+        }
+
+    @property
+    def trial_id(self) -> str:
+        text = json.dumps(self.identity(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @property
+    def node_id(self) -> str:
+        return self.trial_id
+
+
+@dataclass(frozen=True)
 class Grid:
     name: str
     description: str
     path: Path
     trials: tuple[TrialSpec, ...]
     selection: str
+    stage_runs: tuple[StageRunSpec, ...] = ()
 
 
 def named_grids() -> list[str]:
@@ -145,7 +190,8 @@ def _mapping(raw: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _dataclass_overrides(cls: type, values: Mapping[str, Any], where: str) -> dict[str, Any]:
+def dataclass_overrides(cls: type, values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``values`` checked against the fields of ``cls`` (unknown keys, wrong types)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
@@ -153,34 +199,153 @@ def _dataclass_overrides(cls: type, values: Mapping[str, Any], where: str) -> di
     return {k: coerce_value(v, fields[k].type, f"{where}: {k!r}") for k, v in values.items()}
 
 
-def _warm_start(
-    trials: list[TrialSpec], entry: str, train: TrainConfig, where: str
-) -> list[TrialSpec]:
-    """Domain-adaptation trials start from the final weights of the ``entry`` trial (e.g.
-    source-only) of the same pair and seed, and train ``train.adapt_steps`` more steps:
-    the shared pre-training is computed once per pair and seed, as RegDA and UniFrame
-    pre-train on the source before adapting."""
-    method, _, variant = entry.partition("/")
-    inits = {
-        (t.source, t.target, t.seed): t
-        for t in trials
-        if t.method == method and t.variant == (variant or None)
-    }
-    if not inits:
+def _resources(raw: Mapping[str, Any], methods: set[str], where: str) -> tuple[dict, dict]:
+    """Grid-wide resources per trial, and per-method overrides (``resources.methods``)."""
+    given = _mapping(raw, "resources", where)
+    per_method = given.pop("methods", None) or {}
+    if not isinstance(per_method, dict):
+        raise DabenchError(f"{where}: resources.methods must map method names to resources")
+    stray = sorted(set(per_method) - methods)
+    if stray:
         raise DabenchError(
-            f"{where}: warm_start {entry!r} is not one of the grid's methods; add it to "
-            "'methods' (its trials provide the starting weights)"
+            f"{where}: resources given for {stray}, which the grid does not run; methods: "
+            f"{sorted(methods)}"
         )
-    steps = train.adapt_steps or train.steps
-    out = []
-    for t in trials:
-        if t.category not in WARM_STARTED:
-            out.append(t)
-            continue
-        init = inits[(t.source, t.target, t.seed)]
-        adapted = {**t.train, "steps": steps, "eval_every": min(train.eval_every, steps)}
-        out.append(dataclasses.replace(t, init=init.trial_id, train=adapted))
-    return out
+
+    def check(values: Mapping[str, Any], at: str) -> dict[str, float]:
+        bad = sorted(set(values) - set(_RESOURCE_KEYS))
+        if bad:
+            raise DabenchError(f"{at}: unknown resource(s) {bad}; valid: cpu, gpu")
+        for key, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise DabenchError(f"{at}.{key} must be a non-negative number")
+        if values.get("cpu", 1) <= 0:
+            raise DabenchError(f"{at}.cpu must be positive")
+        return dict(values)
+
+    base = {"cpu": 1, "gpu": 0, **check(given, f"{where}: resources")}
+    return base, {
+        m: {**base, **check(v or {}, f"{where}: resources.methods.{m}")}
+        for m, v in per_method.items()
+    }
+
+
+@dataclass(frozen=True)
+class _Context:
+    """The grid settings one (method, pair, seed) plan is made with."""
+
+    grid: str
+    source: str
+    target: str
+    seed: int
+    data: Mapping[str, int]
+    model_section: Mapping[str, Any]
+    train: Mapping[str, Any]
+    joint_set: str
+    resources: Mapping[str, float]
+    method_resources: Mapping[str, Mapping[str, float]]
+
+
+def _model(ctx: _Context, r: ResolvedMethod) -> dict[str, Any]:
+    pair_model = {
+        "img_size": ctx.data["size"],
+        "depth_range_mm": DEPTH_RANGE_MM.get(ctx.joint_set, DEFAULT_DEPTH_RANGE_MM),
+    }
+    pair_model.update(ctx.model_section)
+    pair_model.update(
+        dataclass_overrides(ModelConfig, r.card.model, f"method card {r.card.name}: model")
+    )
+    return dataclasses.asdict(ModelConfig(**pair_model))
+
+
+def _stage_key(
+    r: ResolvedMethod,
+    plan: list[Stage],
+    stage: Stage,
+    ctx: _Context,
+    model: Mapping[str, Any],
+    budget: int,
+    start: str | None,
+) -> str:
+    """The artifact key of ``stage``'s output: the method, the stage, the hyper-parameters
+    it reads, the plan's lengths and budget, the data it reads, model, seed, training
+    settings that change weights, and the artifact it starts from."""
+    hp = r.hparams_dict()
+    reads = hp if stage.reads is None else {k: hp[k] for k in stage.reads}
+    domains = {getattr(v, "domain", None) for v in stage.views.values()}
+    target = ctx.target if domains != {"source"} else None
+    return artifact_key(
+        {
+            "method": r.card.name,
+            "stage": stage.name,
+            "reads": reads,
+            "plan": [(s.name, repr(s.length)) for s in plan],
+            "budget": budget,
+            "views": {role: repr(v) for role, v in stage.views.items()},
+            "source": ctx.source,
+            "target": target,
+            "data": dict(ctx.data),
+            "model": dict(model),
+            "seed": ctx.seed,
+            "train": _semantic_train(ctx.train, *EVALUATION_TRAIN, "steps", "adapt_steps"),
+            "start": start,
+        }
+    )
+
+
+@dataclass
+class _Plan:
+    """The nodes of one (method, pair, seed): its pre-training stage runs and its trial,
+    plus the keys of its evaluated stages' outputs (which its trial can export)."""
+
+    stage_runs: list[StageRunSpec]
+    trial: TrialSpec
+    stage_keys: dict[str, str]
+    evaluated: StageRunSpec  # the same evaluated stages as a stage run, for a fallback
+
+
+def _plan(
+    r: ResolvedMethod, ctx: _Context, selection: str, warm: _Plan | None, budget: int
+) -> _Plan:
+    plan = r.spec.checked_stages(r.hparams)
+    model = _model(ctx, r)
+    train = {**ctx.train, "steps": budget, "eval_every": min(ctx.train["eval_every"], budget)}
+    common = {
+        "grid": ctx.grid,
+        "method": r.card.name,
+        "variant": r.variant,
+        "category": r.card.category,
+        "hparams": r.hparams_dict(),
+        "source": ctx.source,
+        "target": ctx.target,
+        "seed": ctx.seed,
+        "data": dict(ctx.data),
+        "model": model,
+        "train": train,
+        "resources": dict(ctx.method_resources.get(r.card.name, ctx.resources)),
+    }
+    upstream: list[Upstream] = []
+    if warm is not None:
+        last = warm.evaluated
+        upstream.append(Upstream(last.key, last.method, last.stages[-1]))
+    runs, keys = [], {}
+    start = upstream[-1].key if upstream else None
+    for stage in plan:
+        key = _stage_key(r, plan, stage, ctx, model, budget, start)
+        start = key
+        if stage.evaluate:  # run by the trial, which can export its output
+            keys[stage.name] = key
+        else:
+            runs.append(
+                StageRunSpec(**common, upstream=tuple(upstream), stages=(stage.name,), key=key)
+            )
+            upstream.append(Upstream(key, r.card.name, stage.name))
+    evaluated = tuple(s.name for s in plan if s.evaluate)
+    trial = TrialSpec(**common, upstream=tuple(upstream), stages=evaluated, selection=selection)
+    fallback = StageRunSpec(
+        **common, upstream=tuple(upstream), stages=evaluated, key=keys[evaluated[-1]]
+    )
+    return _Plan(stage_runs=runs, trial=trial, stage_keys=keys, evaluated=fallback)
 
 
 def expand(raw: Mapping[str, Any], path: Path) -> Grid:
@@ -216,31 +381,32 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise DabenchError(f"{where}: data.{key} must be a non-negative integer, got {value!r}")
     data.update(given)
-    model = _dataclass_overrides(
+    model = dataclass_overrides(
         ModelConfig, _mapping(raw, "model", f"{where}: model"), f"{where}: model"
     )
-    train = _dataclass_overrides(
+    train = dataclass_overrides(
         TrainConfig, _mapping(raw, "train", f"{where}: train"), f"{where}: train"
     )
     train_cfg = TrainConfig(**train)  # validates values (amp, device, positive counts)
-    resources = _mapping(raw, "resources", where) or {"cpu": 1, "gpu": 0}
-    bad = sorted(set(resources) - {"cpu", "gpu"})
-    if bad:
-        raise DabenchError(f"{where}: unknown resource(s) {bad}; valid: cpu, gpu")
-    for key, value in resources.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise DabenchError(f"{where}: resources.{key} must be a non-negative number")
-    if resources.get("cpu", 1) <= 0:
-        raise DabenchError(f"{where}: resources.cpu must be positive")
     hparams = _mapping(raw, "hparams", where)
-    method_names = {str(m).partition("/")[0] for m in methods}
+    method_names = {split_label(m)[0] for m in methods}
     stray = sorted(set(hparams) - method_names)
     if stray:
         raise DabenchError(
             f"{where}: hparams given for {stray}, which the grid does not run; methods: "
             f"{sorted(method_names)}"
         )
-    resolved = [resolve_method(str(m), hparams.get(str(m).partition("/")[0])) for m in methods]
+    resources, method_resources = _resources(raw, method_names, where)
+    resolved = [resolve_method(str(m), hparams.get(split_label(m)[0])) for m in methods]
+    warm_entry = raw.get("warm_start")
+    warm_method = None
+    if warm_entry is not None:
+        warm_method = resolve_method(str(warm_entry), hparams.get(split_label(warm_entry)[0]))
+        if not any(r.spec.warm_start for r in resolved):
+            raise DabenchError(
+                f"{where}: warm_start {warm_entry!r}, but none of the grid's methods can start "
+                "from it (a method opts in with a warm-start stage)"
+            )
     checked_pairs = []
     for pair in pairs:
         if not isinstance(pair, dict) or set(pair) != {"source", "target"}:
@@ -256,46 +422,61 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
         if not src.has_joints:
             raise DabenchError(f"{where}: {src.name} has no joints and cannot be a pair member")
         checked_pairs.append((src, tgt))
-    trials = []
-    for r in resolved:
-        for src, tgt in checked_pairs:
-            pair_model = {
-                "img_size": data["size"],
-                "depth_range_mm": DEPTH_RANGE_MM.get(src.joint_set, DEFAULT_DEPTH_RANGE_MM),
-            }
-            pair_model.update(model)
-            pair_model.update(
-                _dataclass_overrides(ModelConfig, r.card.model, f"method card {r.card.name}: model")
+
+    full = dataclasses.asdict(train_cfg)
+    adapt_budget = train_cfg.adapt_steps or train_cfg.steps
+    trials: list[tuple[tuple[int, int, int], TrialSpec]] = []
+    runs: dict[str, StageRunSpec] = {}
+    producers: dict[str, str] = {}
+    for pi, (src, tgt) in enumerate(checked_pairs):
+        for si, seed in enumerate(seeds):
+            ctx = _Context(
+                grid=name,
+                source=src.name,
+                target=tgt.name,
+                seed=seed,
+                data=dict(data),
+                model_section=model,
+                train=full,
+                joint_set=src.joint_set,
+                resources=resources,
+                method_resources=method_resources,
             )
-            model_cfg = dataclasses.asdict(ModelConfig(**pair_model))
-            for seed in seeds:
-                trials.append(
-                    TrialSpec(
-                        grid=name,
-                        method=r.card.name,
-                        variant=r.variant,
-                        category=r.card.category,
-                        hparams=r.hparams_dict(),
-                        source=src.name,
-                        target=tgt.name,
-                        seed=seed,
-                        data=dict(data),
-                        model=model_cfg,
-                        train=dataclasses.asdict(train_cfg),
-                        selection=selection,
-                        resources=dict(resources),
-                    )
-                )
-    warm_start = raw.get("warm_start")
-    if warm_start is not None:
-        trials = _warm_start(trials, str(warm_start), train_cfg, where)
-    ids = [t.trial_id for t in trials]
+            warm = None
+            if warm_method is not None:
+                warm = _plan(warm_method, ctx, selection, None, train_cfg.steps)
+            plans = []
+            for r in resolved:
+                starts_warm = warm is not None and r.spec.warm_start
+                budget = adapt_budget if starts_warm else train_cfg.steps
+                plans.append(_plan(r, ctx, selection, warm if starts_warm else None, budget))
+            needed = {u.key for p in plans for u in p.trial.upstream}
+            needed |= {u.key for p in plans for s in p.stage_runs for u in s.upstream}
+            for mi, p in enumerate(plans):
+                exports = {st: k for st, k in p.stage_keys.items() if k in needed}
+                trial = dataclasses.replace(p.trial, exports=exports)
+                trials.append(((mi, pi, si), trial))
+                for k in exports.values():
+                    producers.setdefault(k, trial.trial_id)
+                for s in p.stage_runs:
+                    runs.setdefault(s.key, s)
+            if warm is not None and warm.evaluated.key in needed:
+                for s in warm.stage_runs:
+                    runs.setdefault(s.key, s)
+                runs.setdefault(warm.evaluated.key, warm.evaluated)
+    stage_runs = tuple(
+        dataclasses.replace(s, exported_by=producers.get(s.key)) for s in runs.values()
+    )
+    # method-major, as the grid lists them
+    ordered = tuple(t for _, t in sorted(trials, key=lambda it: it[0]))
+    ids = [t.trial_id for t in ordered]
     if len(set(ids)) != len(ids):
         raise DabenchError(f"{where}: the grid lists the same trial twice (duplicate entries)")
     return Grid(
         name=name,
         description=str(raw.get("description", "")),
         path=path,
-        trials=tuple(trials),
+        trials=ordered,
         selection=selection,
+        stage_runs=stage_runs,
     )

@@ -1,23 +1,26 @@
-"""Execute a grid's trial specs: skip finished ones, prepare data and check every trial's
-data needs before any compute, then run the rest as Ray Tune trials (local Ray or a
-cluster) or in-process."""
+"""Execute a grid's DAG: skip finished trials and existing artifacts, prepare data and
+check every node's views before any compute, then run the stage runs and trials in
+dependency order — as Ray Tune trials (local Ray or a cluster; each node with its own
+resources, crashes retried) or in-process."""
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.data.views import DataNeed, PairShards, check_needs, pair_shards
+from bench.artifacts import ArtifactStore
 from bench.errors import DabenchError
-from bench.grid import Grid, TrialSpec
+from bench.grid import Grid, StageRunSpec, TrialSpec
 from bench.paths import shard_root
-from bench.store import is_complete, read_record, trial_dir
-from bench.trial import ensure_shards, method_class, run_trial
+from bench.store import is_complete, read_record, trial_dir, write_trial
 
 EXECUTORS = ("ray", "local")
+
+Node = StageRunSpec | TrialSpec
 
 
 @dataclass(frozen=True)
@@ -26,33 +29,65 @@ class RunSummary:
     skipped: int
     ran: int
     records: list[dict[str, Any]]
+    stage_runs: int = 0  # stage runs computed by this run
 
     @property
     def failed(self) -> list[dict[str, Any]]:
         return [r for r in self.records if r["status"] == "failed"]
 
 
-def prepare(
-    trials: list[TrialSpec], data_root: Path, log: Callable[[str], None], progress: bool = True
-) -> None:
+def schedule(grid: Grid, results: Path) -> list[list[Node]]:
+    """The nodes still to run, in waves: every node's start artifact exists or is made by
+    a node of an earlier wave. A missing artifact is made by the pending trial that
+    exports it, or else by its stage run."""
+    store = ArtifactStore(results)
+    pending = [t for t in grid.trials if not is_complete(results, t.trial_id)]
+    runs = {s.key: s for s in grid.stage_runs}
+    pending_ids = {t.trial_id for t in pending}
+    producer: dict[str, Node] = {}
+    nodes: dict[str, Node] = {t.trial_id: t for t in pending}
+
+    def need(key: str) -> None:
+        if store.exists(key) or key in producer:
+            return
+        run = runs.get(key)
+        if run is None:  # pragma: no cover - the grid always has a stage run per needed key
+            raise DabenchError(f"no node of grid {grid.name} makes artifact {key}")
+        if run.exported_by in pending_ids:
+            producer[key] = nodes[run.exported_by]
+        else:
+            producer[key] = run
+            nodes[run.key] = run
+        for up in producer[key].upstream:
+            need(up.key)
+
+    for t in pending:
+        for up in t.upstream:
+            need(up.key)
+    depth: dict[str, int] = {}
+
+    def level(node: Node) -> int:
+        if node.node_id not in depth:
+            deps = [producer[u.key] for u in node.upstream if u.key in producer]
+            depth[node.node_id] = 1 + max((level(d) for d in deps), default=-1)
+        return depth[node.node_id]
+
+    waves: list[list[Node]] = []
+    for node in nodes.values():
+        k = level(node)
+        while len(waves) <= k:
+            waves.append([])
+        waves[k].append(node)
+    return waves
+
+
+def prepare(nodes: list[Node], data_root: Path, progress: bool = True) -> None:
     """Generate missing synthetic shards once, in the driver, and check that every pair
-    can feed its method — all before the first trial starts."""
-    pairs: dict[tuple, PairShards] = {}
-    for spec in trials:
-        cls, hparams = method_class(spec)
-        needs = cls.data_needs(hparams)
-        key = (
-            spec.source,
-            spec.target,
-            tuple(sorted(spec.data.items())),
-            DataNeed.BACKGROUNDS in needs,
-        )
-        if key not in pairs:
-            ensure_shards(
-                spec, data_root, progress=progress, backgrounds=DataNeed.BACKGROUNDS in needs
-            )
-            pairs[key] = pair_shards(spec.source, spec.target, data_root)
-        check_needs(spec.label, needs, pairs[key])
+    can feed every node's stages — all before the first node starts."""
+    from bench.trial import prepare_pair
+
+    for node in nodes:
+        prepare_pair(node, data_root, progress=progress)
 
 
 def run_grid(
@@ -69,37 +104,35 @@ def run_grid(
         raise DabenchError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     results = Path(results).resolve()
     data_root = Path(data_root or shard_root()).resolve()
-    pending = [t for t in grid.trials if not is_complete(results, t.trial_id)]
-    skipped = len(grid.trials) - len(pending)
+    waves = schedule(grid, results)
+    nodes = [n for wave in waves for n in wave]
+    trials = [n for n in nodes if isinstance(n, TrialSpec)]
+    stage_runs = [n for n in nodes if isinstance(n, StageRunSpec)]
+    skipped = len(grid.trials) - len(trials)
     log(
         f"grid {grid.name}: {len(grid.trials)} trials, {skipped} already complete, "
-        f"{len(pending)} to run ({executor}) → {results}"
+        f"{len(trials)} to run, {len(stage_runs)} stage run(s) to compute ({executor}) "
+        f"→ {results}"
     )
-    if pending:
-        prepare(pending, data_root, log, progress)
+    computed = 0
+    if nodes:
+        prepare(nodes, data_root, progress)
         results.mkdir(parents=True, exist_ok=True)
-        # Warm-started trials need the weights of the trial they start from: two waves.
-        waves = [[t for t in pending if not t.init], [t for t in pending if t.init]]
-        done = 0
+        run_id = uuid.uuid4().hex
+        counter = _Counter(len(nodes))
+        store = ArtifactStore(results)
         for wave in waves:
+            wave = _drop_orphans(wave, store, results, run_id, log)
             if not wave:
                 continue
             if executor == "local":
-                for spec in wave:
-                    done += 1
-                    log(
-                        f"[{done}/{len(pending)}] {spec.label} {spec.source} → {spec.target} "
-                        f"seed {spec.seed}"
-                    )
-                    record = run_trial(
-                        spec, results, data_root=data_root, progress=progress, log=log
-                    )
-                    log(_summary_line(record))
+                for node in wave:
+                    _run_local(node, results, data_root, run_id, progress, log, counter)
             else:
-                _run_ray(
-                    grid, wave, results, data_root, address, log, offset=done, total=len(pending)
-                )
-                done += len(wave)
+                _run_ray(grid, wave, results, data_root, address, run_id, log, counter)
+        computed = sum(
+            store.exists(s.key) and store.meta(s.key).get("run_id") == run_id for s in stage_runs
+        )
     records = []
     for spec in grid.trials:
         path = trial_dir(results, spec.trial_id) / "record.json"
@@ -109,7 +142,78 @@ def run_grid(
                 f"the Ray logs under {results / '_ray'}"
             )
         records.append(read_record(path))
-    return RunSummary(total=len(grid.trials), skipped=skipped, ran=len(pending), records=records)
+    return RunSummary(
+        total=len(grid.trials),
+        skipped=skipped,
+        ran=len(trials),
+        records=records,
+        stage_runs=computed,
+    )
+
+
+class _Counter:
+    def __init__(self, total: int) -> None:
+        self.done, self.total = 0, total
+
+    def next(self) -> str:
+        self.done += 1
+        return f"[{self.done}/{self.total}]"
+
+
+def _drop_orphans(
+    wave: list[Node], store: ArtifactStore, results: Path, run_id: str, log: Callable
+) -> list[Node]:
+    """Nodes whose start artifact could not be made (its producer failed) do not run; a
+    trial among them gets a failed record that names the missing artifact."""
+    ready = []
+    for node in wave:
+        missing = [u for u in node.upstream if not store.exists(u.key)]
+        if not missing:
+            ready.append(node)
+            continue
+        u = missing[0]
+        message = (
+            f"the artifact it starts from ({u.method} stage {u.stage}, {u.key}) could not be "
+            "made: its stage run or trial failed (see above)"
+        )
+        log(f"  {node.label} {node.source} → {node.target} seed {node.seed}: skipped, {message}")
+        if isinstance(node, TrialSpec):
+            from bench.trial import failed_record
+
+            write_trial(results, failed_record(node, results, DabenchError(message)), None)
+    return ready
+
+
+def _describe(node: Node) -> str:
+    what = "stage run " + "/".join(node.stages) if isinstance(node, StageRunSpec) else "trial"
+    return f"{node.label} {node.source} → {node.target} seed {node.seed} ({what})"
+
+
+def _run_local(
+    node: Node,
+    results: Path,
+    data_root: Path,
+    run_id: str,
+    progress: bool,
+    log: Callable[[str], None],
+    counter: _Counter,
+) -> None:
+    from bench.trial import run_stage_run, run_trial
+
+    log(f"{counter.next()} {_describe(node)}")
+    try:
+        if isinstance(node, StageRunSpec):
+            run_stage_run(
+                node, results, data_root=data_root, run_id=run_id, progress=progress, log=log
+            )
+            log(f"  stage run {node.key}: ok")
+        else:
+            record = run_trial(
+                node, results, data_root=data_root, run_id=run_id, progress=progress, log=log
+            )
+            log(_summary_line(record))
+    except Exception as exc:  # recorded by the node; the grid goes on
+        log(f"  failed: {type(exc).__name__}: {exc}")
 
 
 def _summary_line(record: dict[str, Any]) -> str:
@@ -132,27 +236,41 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
-def _tune_trial(config: dict[str, Any]) -> None:
-    """The Ray Tune trainable: run one trial spec and report its outcome."""
+def _tune_node(config: dict[str, Any]) -> None:
+    """The Ray Tune trainable: run one node (stage run or trial) and report its outcome.
+    Exceptions other than a bad configuration propagate, so ``FailureConfig`` retries."""
     from ray import tune
 
-    spec = TrialSpec.from_dict(config["spec"])
-    record = run_trial(
-        spec, Path(config["results"]), data_root=Path(config["data_root"]), progress=False
-    )
+    from bench.trial import run_stage_run, run_trial
+
+    entry = config["spec"]
+    kwargs = {
+        "data_root": Path(config["data_root"]),
+        "run_id": config["run_id"],
+        "progress": False,
+    }
+    if entry["kind"] == "stage":
+        try:
+            run_stage_run(StageRunSpec.from_dict(entry["node"]), Path(config["results"]), **kwargs)
+        except DabenchError as exc:  # a bad configuration: retrying cannot help
+            tune.report({"status": "failed", "error": str(exc), "target_mpjpe": -1.0})
+            return
+        tune.report({"status": "ok", "target_mpjpe": -1.0})
+        return
+    record = run_trial(TrialSpec.from_dict(entry["node"]), Path(config["results"]), **kwargs)
     overall = record["metrics"].get("target_test", {}).get("overall", {})
     tune.report({"status": record["status"], "target_mpjpe": overall.get("mpjpe") or -1.0})
 
 
 def _run_ray(
     grid: Grid,
-    pending: list[TrialSpec],
+    wave: list[Node],
     results: Path,
     data_root: Path,
     address: str | None,
+    run_id: str,
     log: Callable[[str], None],
-    offset: int = 0,
-    total: int | None = None,
+    counter: _Counter,
 ) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -160,17 +278,21 @@ def _run_ray(
     from ray import tune
 
     class _Progress(tune.Callback):
-        def __init__(self) -> None:
-            self.done = offset
-
         def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-            self.done += 1
-            spec = TrialSpec.from_dict(trial.config["spec"])
+            config = trial.config["spec"]
+            if config["kind"] == "stage":
+                log(f"{counter.next()} stage run {config['node']['key']}: done")
+                return
+            spec = TrialSpec.from_dict(config["node"])
             path = trial_dir(results, spec.trial_id) / "record.json"
             line = _summary_line(read_record(path)) if path.exists() else f"  {spec.label}: ?"
-            log(f"[{self.done}/{total or len(pending)}]{line}")
+            log(f"{counter.next()}{line}")
 
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            config = trial.config["spec"]
+            if config["kind"] == "stage":
+                log(f"{counter.next()} stage run {config['node']['key']}: failed")
+                return
             self.on_trial_complete(iteration, trials, trial)
 
     started_here = False
@@ -184,19 +306,31 @@ def _run_ray(
             kwargs["address"] = address
         ray.init(**kwargs)
         started_here = True
-    resources = {k: v for k, v in pending[0].resources.items() if v}
-    trainable = tune.with_resources(_tune_trial, resources)
+    # Each node asks for its own resources (a GPU method beside CPU baselines).
+    trainable = tune.with_resources(
+        _tune_node, lambda config: {k: v for k, v in config["spec"]["resources"].items() if v}
+    )
+    specs = [
+        {
+            "kind": "stage" if isinstance(n, StageRunSpec) else "trial",
+            "node": n.to_dict(),
+            "resources": dict(n.resources),
+        }
+        for n in wave
+    ]
+    max_failures = max(int(n.train.get("max_failures", 1)) for n in wave)
     tuner = tune.Tuner(
         trainable,
         param_space={
-            "spec": tune.grid_search([t.to_dict() for t in pending]),
+            "spec": tune.grid_search(specs),
             "results": str(results),
             "data_root": str(data_root),
+            "run_id": run_id,
         },
         run_config=tune.RunConfig(
-            name=f"{grid.name}-{offset}",
+            name=f"{grid.name}-{run_id[:8]}-{counter.done}",
             storage_path=str(results / "_ray"),
-            failure_config=tune.FailureConfig(max_failures=1),
+            failure_config=tune.FailureConfig(max_failures=max_failures),
             verbose=0,
             callbacks=[_Progress()],
         ),

@@ -18,9 +18,12 @@ import numpy as np
 import pandas as pd
 
 from bench.atomic import atomic_path
+from bench.config import CATEGORIES
 from bench.errors import DabenchError
+from bench.selection import SELECTION_RULES
 
-RECORD_SCHEMA_ID = "dabench.record/1"
+RECORD_SCHEMA_ID = "dabench.record/2"
+STATUSES = ("ok", "failed", "diverged")
 FINISHED = ("ok", "diverged")
 
 _METRIC_BLOCK = {
@@ -49,6 +52,8 @@ RECORD_SCHEMA: dict[str, Any] = {
         "seed",
         "selection",
         "spec",
+        "artifacts",
+        "stages",
         "metrics",
         "metrics_by_rule",
         "metrics_version",
@@ -60,6 +65,7 @@ RECORD_SCHEMA: dict[str, Any] = {
         "data",
         "status",
         "error",
+        "attempt",
         "created",
     ],
     "properties": {
@@ -69,9 +75,7 @@ RECORD_SCHEMA: dict[str, Any] = {
         "method": {"type": "string"},
         "variant": {"type": ["string", "null"]},
         "label": {"type": "string"},
-        "category": {
-            "enum": ["source-only", "domain-adaptation", "domain-generalisation", "oracle"]
-        },
+        "category": {"enum": list(CATEGORIES)},
         "hparams": {"type": "object"},
         "pair": {
             "type": "object",
@@ -87,11 +91,25 @@ RECORD_SCHEMA: dict[str, Any] = {
             "type": "object",
             "required": ["rule", "step"],
             "properties": {
-                "rule": {"enum": ["last", "source-val", "target-oracle"]},
+                "rule": {"enum": list(SELECTION_RULES)},
                 "step": {"type": ["integer", "null"]},
             },
         },
         "spec": {"type": "object"},
+        "artifacts": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["key", "method", "stage", "computed"],
+                "properties": {
+                    "key": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+                    "method": {"type": "string"},
+                    "stage": {"type": "string"},
+                    "computed": {"type": "boolean"},
+                },
+            },
+        },
+        "stages": {"type": "object", "additionalProperties": {"type": "integer"}},
         "metrics": {"type": "object", "additionalProperties": _METRIC_BLOCK},
         "metrics_by_rule": {"type": "object"},
         "metrics_version": {"type": "string"},
@@ -105,8 +123,9 @@ RECORD_SCHEMA: dict[str, Any] = {
         "device": {"type": ["string", "null"]},
         "versions": {"type": "object", "required": ["dabench", "torch", "timm", "ray"]},
         "data": {"type": "object", "required": ["fingerprints"]},
-        "status": {"enum": ["ok", "failed", "diverged"]},
+        "status": {"enum": list(STATUSES)},
         "error": {"type": ["object", "null"]},
+        "attempt": {"type": "integer", "minimum": 1},
         "created": {"type": "string"},
     },
 }
@@ -219,7 +238,10 @@ def load(results: Path | str) -> pd.DataFrame:
             "selection": rec["selection"]["rule"],
             "selected_step": rec["selection"]["step"],
             "train_seconds": rec["timings"].get("train_seconds"),
-            "init": (rec.get("init") or {}).get("trial_id"),
+            "warm_start": next(
+                (a["method"] for a in rec.get("artifacts", []) if a["method"] != rec["method"]),
+                None,
+            ),
             "steps": rec["spec"]["train"]["steps"],
             "device": rec["device"],
         }

@@ -1,16 +1,17 @@
-"""Runs a method's stages: optimisation, schedules, AMP, clipping, periodic evaluation,
-checkpoints, divergence detection, seeding, progress. Knows nothing about Ray."""
+"""Runs a method's stages: per-stage views and batch sizes, named optimisers with their own
+schedules, grouped or manual updates, frozen modules, hooks, AMP, clipping, periodic
+evaluation, checkpoints that resume bit for bit, divergence detection, progress. Knows
+nothing about Ray, grids or artifacts' storage."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import hashlib
 import math
 import os
 import random
 import resource
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,95 +22,44 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.atomic import atomic_path
-from bench.data.views import (
-    PairShards,
-    eval_batches,
-    infinite_batches,
-    role_fields,
-    split_source_val,
-)
+from bench.config import TrainConfig
+from bench.data.pairs import PairShards, split_source_val
+from bench.data.views import check_views
 from bench.errors import DabenchError
+from bench.evaluation import Evaluation, Evaluator
 from bench.methods.base import Method
-from bench.metrics import MetricReport, evaluate
-from bench.models.lifting import backproject
+from bench.methods.spec import Epochs, Share, Stage, Steps
+from bench.optim import build_optimizer, lr_factor, resolve_params
 
-AMP_MODES = ("none", "bf16", "fp16")
-DEVICES = ("auto", "cpu", "cuda")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The training budget and optimisation settings shared by every method of a grid."""
-
-    steps: int = 1000
-    adapt_steps: int = 0  # steps of warm-started (adapting) trials; 0 = steps
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 100
-    grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
-    eval_every: int = 250
-    eval_batch_size: int = 256
-    eval_source_test: bool = True
-    source_val_fraction: float = 0.1  # held out of source train for source-val selection
-    amp: str = "none"  # none | bf16 | fp16 (fp16 with loss scaling, CUDA only)
-    device: str = "auto"
-    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
-    workers: int = 0  # DataLoader workers per role
-    deterministic: bool = False  # deterministic kernels (slower on GPU)
-    log_every: int = 10
-    keep_checkpoint: bool = False  # keep checkpoint.pt (weights + optimiser) after the trial
-
-    def __post_init__(self) -> None:
-        if self.amp not in AMP_MODES:
-            raise DabenchError(f"train.amp {self.amp!r} is not one of {AMP_MODES}")
-        if self.device not in DEVICES:
-            raise DabenchError(f"train.device {self.device!r} is not one of {DEVICES}")
-        for name in ("steps", "batch_size", "eval_every", "eval_batch_size", "log_every"):
-            if getattr(self, name) <= 0:
-                raise DabenchError(f"train.{name} must be positive, got {getattr(self, name)}")
-        if self.adapt_steps < 0:
-            raise DabenchError(f"train.adapt_steps must be >= 0, got {self.adapt_steps}")
-        if not 0.0 <= self.source_val_fraction < 0.5:
-            raise DabenchError("train.source_val_fraction must be in [0, 0.5)")
-
-
-@dataclass
-class Evaluation:
-    """Metrics of every evaluated split at one step, and the target-test predictions."""
-
-    step: int
-    reports: dict[str, MetricReport]
-    predictions: dict[str, np.ndarray]
-
-    def overall(self) -> dict[str, dict[str, float]]:
-        return {split: rep.overall for split, rep in self.reports.items()}
-
-
-@dataclass
-class _RunState:
-    """What a run has produced so far; checkpointed with the weights."""
-
-    step: int = 0
-    samples: int = 0
-    train_seconds: float = 0.0
-    eval_seconds: float = 0.0
-    status: str = "ok"
-    diverged_at: int | None = None
-    evaluations: list[Evaluation] = field(default_factory=list)
-    losses: list[dict[str, Any]] = field(default_factory=list)
+CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
 class TrainResult:
     status: str  # "ok" | "diverged"
     evaluations: list[Evaluation]
-    losses: list[dict[str, float]]
-    timings: dict[str, float]
+    losses: list[dict[str, Any]]
+    timings: dict[str, Any]
     device: str
     peak_memory_mb: float
+    stage_steps: dict[str, int]
     diverged_at: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _RunState:
+    """Where a run stands; checkpointed with the weights."""
+
+    stage_index: int = 0  # index into the stages this run trains
+    stage_step: int = 0  # steps done in that stage
+    step: int = 0  # steps done in this run
+    samples: int = 0
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    status: str = "ok"
+    diverged_at: int | None = None
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    losses: list[dict[str, Any]] = field(default_factory=list)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -132,16 +82,174 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def warmup_cosine(step: int, total: int, warmup: int) -> float:
-    """Learning-rate factor: linear warm-up from 0, then cosine decay to 0 at ``total``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    span = max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / span)))
+def stream_seed(seed: int, stage: str, role: str) -> int:
+    """A sampler seed per (trial seed, stage, role), stable across processes."""
+    digest = hashlib.sha256(f"{seed}/{stage}/{role}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def stage_lengths(
+    stages: list[Stage],
+    budget: int,
+    epoch_steps: Callable[[Stage], float],
+) -> dict[str, int]:
+    """Steps of every stage: fixed steps, epochs of a view (``epoch_steps`` gives one
+    epoch's steps), or shares of ``budget``. When every stage is a share the shares are
+    normalised and the last stage takes the rounding remainder, so they sum to ``budget``."""
+    out = {}
+    if all(isinstance(s.length, Share) for s in stages):
+        shares = np.array([s.length.fraction for s in stages], dtype=float)
+        if shares.sum() <= 0:
+            raise DabenchError("stage shares must add up to more than 0")
+        steps = np.floor(budget * shares / shares.sum()).astype(int)
+        steps[-1] = budget - steps[:-1].sum()
+        return {s.name: int(n) for s, n in zip(stages, steps, strict=True)}
+    for s in stages:
+        if isinstance(s.length, Steps):
+            out[s.name] = int(s.length.n)
+        elif isinstance(s.length, Epochs):
+            out[s.name] = max(1, math.ceil(s.length.n * epoch_steps(s)))
+        else:
+            out[s.name] = round(budget * s.length.fraction)
+    return out
+
+
+class StepContext:
+    """What the method sees of the trainer inside a step: the step counters, and in a
+    manual stage the updates themselves."""
+
+    def __init__(self, updater: StageUpdater, step: int = 0, progress: float = 0.0) -> None:
+        self._updater = updater
+        self.step = step
+        self.progress = progress
+
+    def backward(self, loss: torch.Tensor, optimizer: str) -> None:
+        """Gradients of ``loss`` for the parameters of ``optimizer`` only."""
+        self._updater.backward(loss, optimizer)
+
+    def optimizer_step(self, optimizer: str) -> None:
+        """Clip, step and zero ``optimizer``; then the method's after-step hook."""
+        self._updater.optimizer_step(optimizer, self)
+
+
+class StageContext:
+    """What ``on_stage_start`` sees: earlier stages' artifacts; whether it is a replay."""
+
+    def __init__(self, artifacts: Mapping[str, Path], resuming: bool = False) -> None:
+        self.artifacts = artifacts
+        self.resuming = resuming
+
+
+class StageUpdater:
+    """The named optimisers of one stage and one iteration's updates: the method's losses,
+    then (unless the stage is manual) one backward and step per optimiser of the losses it
+    owns, in declared order; per-optimiser clipping and schedules; AMP loss scaling."""
+
+    def __init__(
+        self,
+        method: Method,
+        stage: Stage,
+        config: TrainConfig,
+        *,
+        steps: int,
+        scaler: torch.amp.GradScaler | None = None,
+        autocast: Callable[[], Any] = nullcontext,
+    ) -> None:
+        self.method, self.stage, self.config, self.steps = method, stage, config, steps
+        self.scaler = scaler or torch.amp.GradScaler("cuda", enabled=False)
+        self.autocast = autocast
+        self.declared = method.spec.losses(method.hparams, stage.name)
+        self.owner = stage.loss_owner(self.declared)
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.params: dict[str, list[torch.nn.Parameter]] = {}
+        self._base_lrs: dict[str, list[float]] = {}
+        taken: set[int] = set()
+        named_first = sorted(stage.optimizers.items(), key=lambda kv: kv[1].params is None)
+        for name, spec in named_first:
+            named = resolve_params(method, spec.params, taken)
+            if not named:
+                raise DabenchError(
+                    f"method {method.name}, stage {stage.name!r}: optimiser {name!r} has no "
+                    "trainable parameters"
+                )
+            taken |= {id(p) for _, p in named}
+            opt, base = build_optimizer(spec, named, config, method)
+            self.params[name], self._base_lrs[name], self.optimizers[name] = (
+                [p for _, p in named],
+                base,
+                opt,
+            )
+        # the declared order is the order of the updates
+        self.optimizers = {n: self.optimizers[n] for n in stage.optimizers}
+
+    def set_learning_rates(self, i: int) -> None:
+        """Each optimiser's schedule at step ``i`` of the stage."""
+        for name, opt in self.optimizers.items():
+            schedule = self.stage.optimizers[name].schedule
+            factor = lr_factor(schedule, i, self.steps, self.config.warmup_steps)
+            for group, base in zip(opt.param_groups, self._base_lrs[name], strict=True):
+                group["lr"] = base * factor
+
+    def step(self, batch: Mapping, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """One iteration on ``batch``; returns the losses (not synchronised)."""
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        with self.autocast():
+            losses = self.method.training_step(self.stage.name, batch, ctx)
+        if set(losses) != set(self.declared):
+            raise DabenchError(
+                f"method {self.method.name}, stage {self.stage.name!r}: training_step returned "
+                f"losses {sorted(losses)}, but the method declares {sorted(self.declared)}"
+            )
+        if not self.stage.manual:
+            names = list(self.optimizers)
+            if len(names) == 1:
+                self.scaler.scale(sum(losses.values())).backward()
+            else:
+                # Every group's gradient comes from the same forward pass, restricted to its
+                # own parameters; the steps follow, in declared order.
+                for k, name in enumerate(names):
+                    total = sum(v for key, v in losses.items() if self.owner[key] == name)
+                    if isinstance(total, torch.Tensor) and total.requires_grad:
+                        self.scaler.scale(total).backward(
+                            inputs=self.params[name], retain_graph=k < len(names) - 1
+                        )
+            for name in names:
+                self.optimizer_step(name, ctx)
+        self.scaler.update()
+        return losses
+
+    def backward(self, loss: torch.Tensor, optimizer: str) -> None:
+        if optimizer not in self.optimizers:
+            raise DabenchError(
+                f"method {self.method.name}: no optimiser {optimizer!r} in stage "
+                f"{self.stage.name!r}; optimisers: {sorted(self.optimizers)}"
+            )
+        self.scaler.scale(loss).backward(inputs=self.params[optimizer])
+
+    def optimizer_step(self, name: str, ctx: StepContext) -> None:
+        opt = self.optimizers[name]
+        spec = self.stage.optimizers[name]
+        clip = spec.grad_clip if spec.grad_clip is not None else self.config.grad_clip
+        if clip > 0:
+            self.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(self.params[name], clip)
+        self.scaler.step(opt)
+        opt.zero_grad(set_to_none=True)
+        self.method.after_optimizer_step(self.stage.name, name, ctx)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {n: o.state_dict() for n, o in self.optimizers.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state[name])
 
 
 class Trainer:
-    """Trains one method on one pair and evaluates it every ``eval_every`` steps."""
+    """Trains one method on one pair through the stages it declares (or the ``run`` named
+    subset of them), evaluating the pose every ``eval_every`` steps of evaluated stages
+    (never with ``evaluate`` False: a stage run that only makes an artifact)."""
 
     def __init__(
         self,
@@ -150,89 +258,128 @@ class Trainer:
         config: TrainConfig,
         seed: int,
         workdir: Path,
+        *,
+        budget: int | None = None,
+        run: list[str] | None = None,
+        artifacts: Mapping[str, Path] | None = None,
+        evaluate: bool = True,
         progress: bool = True,
         log: Callable[[str], None] | None = None,
         resume: bool = False,
         run_id: str = "",
+        on_stage_end: Callable[[Stage], None] | None = None,
     ) -> None:
         self.method = method
-        self.resume = resume
-        # Identifies the run a checkpoint belongs to (the trial id): a checkpoint of another
-        # configuration in the same directory is never resumed from.
-        self.run_id = run_id or json.dumps(dataclasses.asdict(config), sort_keys=True)
         self.pair = pair
         self.config = config
         self.seed = seed
         self.workdir = Path(workdir)
+        self.budget = budget or config.steps
+        self.artifacts = dict(artifacts or {})
+        self.evaluate = evaluate
         self.progress = progress
         self.log = log or (lambda msg: None)
+        self.resume = resume
+        # Identifies the run a checkpoint belongs to: a checkpoint of another configuration
+        # in the same directory is never resumed from.
+        self.run_id = run_id or repr(config)
+        self.on_stage_end = on_stage_end or (lambda stage: None)
         self.device = resolve_device(config.device)
         if config.amp == "fp16" and self.device.type != "cuda":
             raise DabenchError("train.amp 'fp16' needs a CUDA device; use 'bf16' on the CPU")
         if config.threads > 0:
             torch.set_num_threads(config.threads)
-        self.method.to(self.device)
+        self.plan = method.stages()
+        names = [s.name for s in self.plan]
+        unknown = sorted(set(run or ()) - set(names))
+        if unknown:
+            raise DabenchError(f"method {method.name}: no stage(s) {unknown}; stages: {names}")
+        self.stages = [s for s in self.plan if run is None or s.name in run]
+        for stage in self.stages:
+            check_views(method.name, stage.views, pair)
         num = pair.info("source_train").num_samples
-        self._src_train_idx, self._src_val_idx = split_source_val(num, config.source_val_fraction)
+        self.source_train, self.source_val = split_source_val(num, config.source_val_fraction)
+        self.lengths = stage_lengths(self.plan, self.budget, self._epoch_steps)
+        self.total_steps = sum(self.lengths[s.name] for s in self.stages)
+        self.method.to(self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp == "fp16")
-        self.optimizer: torch.optim.Optimizer | None = None
+        self.evaluator = Evaluator(
+            pair,
+            self.workdir / "evaluations",
+            source_val=self.source_val,
+            source_test=config.eval_source_test,
+            batch_size=config.eval_batch_size,
+            device=self.device,
+            autocast=self.autocast,
+        )
+        self.streams: dict[str, Any] = {}
+        self.update: StageUpdater | None = None
 
-    # -- one optimisation step; public so benchmarks can time it against a bare loop ----
+    # -- pieces a stage is made of; public so tests and benchmarks use the real thing --------
     def autocast(self):
         if self.config.amp == "none":
             return nullcontext()
         dtype = torch.bfloat16 if self.config.amp == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def train_step(self, stage: str, batch, step: int, progress: float) -> torch.Tensor:
-        """Forward, backward, clip, update; returns the summed loss (not synchronised)."""
-        opt = self.optimizer
-        assert opt is not None
-        opt.zero_grad(set_to_none=True)
-        with self.autocast():
-            losses = self.method.training_step(stage, batch, step, progress)
-        total = sum(losses.values())
-        self.scaler.scale(total).backward()
-        if self.config.grad_clip > 0:
-            self.scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(self._params, self.config.grad_clip)
-        self.scaler.step(opt)
-        self.scaler.update()
-        self._last_losses = losses
-        return total.detach()
+    def batch_size(self, stage: Stage, role: str) -> int:
+        return stage.batch_sizes.get(role, self.config.batch_size)
 
-    def make_optimizer(self, params: list[torch.nn.Parameter], lr_scale: float) -> None:
-        self._params = params
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]  # norms and biases: no weight decay
-        self.optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.config.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.config.lr * lr_scale,
+    def _epoch_steps(self, stage: Stage) -> float:
+        role = stage.length.role or next(iter(stage.views))  # type: ignore[union-attr]
+        view = stage.views[role]
+        return view.units(self.pair, self.source_train) / self.batch_size(stage, role)
+
+    def open_streams(self, stage: Stage) -> dict[str, Any]:
+        """The stage's batch streams (one per role), positioned at their start."""
+        return {
+            role: view.stream(
+                self.pair,
+                self.batch_size(stage, role),
+                stream_seed(self.seed, stage.name, role),
+                source_indices=self.source_train,
+                artifacts=self.artifacts,
+                workers=self.config.workers,
+            )
+            for role, view in stage.views.items()
+        }
+
+    def next_batch(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {role: self._to_device(next(s)) for role, s in self.streams.items()}
+
+    def updater(self, stage: Stage) -> StageUpdater:
+        return StageUpdater(
+            self.method,
+            stage,
+            self.config,
+            steps=self.lengths[stage.name],
+            scaler=self.scaler,
+            autocast=self.autocast,
         )
-        self._base_lr = self.config.lr * lr_scale
+
+    def _to_device(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        return {
+            k: v.to(self.device, non_blocking=True)
+            for k, v in batch.items()
+            if isinstance(v, torch.Tensor) and k != "index"
+        }
 
     # -- the whole run ------------------------------------------------------------------
     def fit(self) -> TrainResult:
-        """Train every stage, evaluating every ``eval_every`` steps. With ``resume`` and a
-        checkpoint of the same run in ``workdir`` (a retried Ray trial), training continues
-        after the last evaluation instead of starting over."""
+        """Train the stages in order. With ``resume`` and a checkpoint of the same run in
+        ``workdir`` (a retried trial), training continues from it exactly: weights,
+        optimisers, samplers and random generators are restored."""
         cfg = self.config
-        seed_everything(self.seed, cfg.deterministic)
-        stages = self.method.stages()
-        shares = np.array([s.share for s in stages], dtype=float)
-        stage_steps = np.floor(cfg.steps * shares / shares.sum()).astype(int)
-        stage_steps[-1] = cfg.steps - stage_steps[:-1].sum()
         state = _RunState()
-        restored = self._restore() if self.resume else None
+        restored = self._read_checkpoint() if self.resume else None
+        resumed = restored is not None
         if restored is not None:
             state = restored["state"]
             self.log(f"resuming after step {state.step}")
-        loaders = self._loaders(offset=state.step)
+        else:
+            seed_everything(self.seed, cfg.deterministic)
         bar = tqdm(
-            total=cfg.steps,
+            total=self.total_steps,
             initial=state.step,
             disable=not self.progress,
             leave=False,
@@ -241,63 +388,65 @@ class Trainer:
         )
         # Losses accumulate as tensors and are read every log_every steps: reading them each
         # step would synchronise a GPU every step.
-        running: dict[str, torch.Tensor] = {}
-        first = 0
-        for index, (stage, n_steps) in enumerate(zip(stages, stage_steps, strict=True)):
-            n_steps = int(n_steps)
-            if first + n_steps <= state.step:  # finished before the checkpoint
-                first += n_steps
-                continue
-            params = list(stage.params(self.method) if stage.params else self.method.parameters())
-            self.make_optimizer([p for p in params if p.requires_grad], stage.lr_scale)
-            if restored is not None and restored["stage"] == index:
-                self.optimizer.load_state_dict(restored["optimizer"])
-                self.scaler.load_state_dict(restored["scaler"])
-            warmup = min(cfg.warmup_steps, n_steps // 4)
+        running: dict[str, torch.Tensor] = dict(restored["running"]) if restored else {}
+        for index in range(state.stage_index, len(self.stages)):
+            stage = self.stages[index]
+            n_steps = self.lengths[stage.name]
+            resuming_here = restored is not None and index == state.stage_index
+            if resuming_here:
+                self._replay_stage_starts(index)
+                self._load_checkpoint(restored, stage)
+            else:
+                state.stage_index, state.stage_step = index, 0
+                self.method.on_stage_start(stage, StageContext(self.artifacts))
+                self.update = self.updater(stage)
+                self.streams = self.open_streams(stage) if n_steps > 0 else {}
+            update = self.update
+            ctx = StepContext(update)
             self.method.train()
             t0 = time.perf_counter()
-            for i in range(state.step - first, n_steps):
-                for group in self.optimizer.param_groups:
-                    group["lr"] = self._base_lr * warmup_cosine(i, n_steps, warmup)
-                batch = {role: self._to_device(next(it)) for role, it in loaders.items()}
-                total = self.train_step(stage.name, batch, state.step, i / max(1, n_steps))
-                state.samples += sum(len(b["images"]) for b in batch.values())
+            for i in range(state.stage_step, n_steps):
+                update.set_learning_rates(i)
+                batch = self.next_batch()
+                ctx.step, ctx.progress = state.step, i / max(1, n_steps)
+                losses = update.step(batch, ctx)
+                state.samples += sum(len(b["images"]) for b in batch.values() if "images" in b)
                 state.step += 1
-                for k, v in self._last_losses.items():
-                    running[k] = running[k] + v.detach() if k in running else v.detach()
+                state.stage_step = i + 1
+                for k, v in losses.items():
+                    v = v.detach().float()
+                    running[k] = running[k] + v if k in running else v
                 if state.step % cfg.log_every == 0 or i == n_steps - 1:
-                    sums = {k: float(v) for k, v in running.items()}
-                    if not math.isfinite(float(total)) or not all(
-                        math.isfinite(v) for v in sums.values()
-                    ):
-                        state.status, state.diverged_at = "diverged", state.step
-                        self.log(f"non-finite loss at step {state.step}: stopping")
+                    if not self._log(state, stage, running, bar):
                         break
-                    count = state.step % cfg.log_every or cfg.log_every
-                    entry = {"step": state.step, "stage": stage.name}
-                    entry |= {k: v / count for k, v in sums.items()}
-                    entry |= self.method.metrics_step()
-                    entry["lr"] = self.optimizer.param_groups[0]["lr"]
-                    state.losses.append(entry)
-                    bar.set_postfix({k: f"{v / count:.4f}" for k, v in sums.items()})
                     running = {}
                 bar.update(1)
-                if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
+                last = state.step == self.total_steps
+                if state.step % cfg.eval_every == 0 or last or i == n_steps - 1:
                     state.train_seconds += time.perf_counter() - t0
-                    te = time.perf_counter()
-                    state.evaluations.append(self.evaluate(state.step))
-                    state.eval_seconds += time.perf_counter() - te
-                    self._checkpoint(state, index)
+                    due = state.step % cfg.eval_every == 0 or last
+                    if self.evaluate and stage.evaluate and due:
+                        te = time.perf_counter()
+                        ev = self.evaluator(self.method, state.step, stage.name)
+                        state.evaluations.append(ev.entry() | {"directory": str(ev.directory)})
+                        state.eval_seconds += time.perf_counter() - te
+                        tt = ev.metrics["target_test"]["overall"]
+                        self.log(
+                            f"step {state.step}: target MPJPE {tt['mpjpe']:.1f} mm, "
+                            f"PCK@0.05 {tt['pck2d_005']:.1f}%"
+                        )
+                    self._checkpoint(state, running)
                     self.method.train()
                     t0 = time.perf_counter()
             state.train_seconds += time.perf_counter() - t0
-            first += n_steps
             if state.status == "diverged":
                 break
+            self.on_stage_end(stage)
+            restored = None
         bar.close()
         return TrainResult(
             status=state.status,
-            evaluations=state.evaluations,
+            evaluations=[_evaluation(e) for e in state.evaluations],
             losses=state.losses,
             timings={
                 "train_seconds": state.train_seconds,
@@ -306,121 +455,81 @@ class Trainer:
                 if state.train_seconds > 0
                 else 0.0,
                 "steps": state.step,
-                "resumed": restored is not None,
+                "resumed": resumed,
             },
             device=self._device_name(),
             peak_memory_mb=self._peak_memory_mb(),
+            stage_steps={s.name: self.lengths[s.name] for s in self.stages},
             diverged_at=state.diverged_at,
         )
 
-    def _loaders(self, offset: int = 0) -> dict[str, Iterator]:
-        """Infinite shuffled batches per role; ``offset`` (the step a resumed run starts
-        at) changes the shuffling seed so a resumed run does not replay the same batches."""
-        fields = role_fields(self.method.active_needs)
-        paths = {
-            "source": self.pair.source_train,
-            "target": self.pair.target_train,
-            "backgrounds": self.pair.backgrounds,
-        }
-        out = {}
-        for k, (role, f) in enumerate(sorted(fields.items())):
-            indices = self._src_train_idx if role == "source" else None
-            out[role] = infinite_batches(
-                paths[role],
-                f,
-                self.config.batch_size,
-                self.seed * 1000 + k,
-                indices,
-                self.config.workers,
-            )
-        return out
+    def _log(self, state: _RunState, stage: Stage, running: dict, bar: tqdm) -> bool:
+        """Append a log entry; False (and status diverged) on a non-finite loss."""
+        sums = {k: float(v) for k, v in running.items()}
+        if not all(math.isfinite(v) for v in sums.values()):
+            state.status, state.diverged_at = "diverged", state.step
+            self.log(f"non-finite loss at step {state.step}: stopping")
+            return False
+        count = state.step % self.config.log_every or self.config.log_every
+        count = min(count, state.stage_step) or 1
+        entry: dict[str, Any] = {"step": state.step, "stage": stage.name}
+        entry |= {k: v / count for k, v in sums.items()}
+        entry |= self.method.scalars()
+        optimizers = self.update.optimizers if self.update else {}
+        for name, opt in optimizers.items():
+            entry["lr" if len(optimizers) == 1 else f"lr_{name}"] = opt.param_groups[0]["lr"]
+        state.losses.append(entry)
+        bar.set_postfix({k: f"{v / count:.4f}" for k, v in sums.items()})
+        return True
 
-    def _to_device(self, batch: dict) -> dict[str, torch.Tensor]:
-        return {
-            k: v.to(self.device, non_blocking=True)
-            for k, v in batch.items()
-            if isinstance(v, torch.Tensor) and k != "index"
-        }
-
-    # -- evaluation -----------------------------------------------------------------
-    @torch.no_grad()
-    def predict_split(self, path: Path, indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Predictions and labels of a split, lifted to 3D with the ground-truth root depth
-        (the known-root-depth protocol: root-relative metrics need no absolute depth)."""
-        self.method.eval()
-        fields = ("images", "kp2d", "kp3d", "vis", "K")
-        out: dict[str, list[np.ndarray]] = {
-            k: [] for k in ("pred2d", "pred3d", "gt2d", "gt3d", "vis")
-        }
-        root = self.method.root
-        for batch in eval_batches(path, fields, self.config.eval_batch_size, indices):
-            images = batch["images"].to(self.device)
-            with self.autocast():
-                pred = self.method.predict(images)
-            kp2d = pred.kp2d.float().cpu()
-            rel = pred.rel_depth.float().cpu()
-            root_depth = batch["kp3d"][:, root, 2:3]
-            pred3d = backproject(kp2d, rel + root_depth, batch["K"])
-            out["pred2d"].append(kp2d.numpy())
-            out["pred3d"].append(pred3d.numpy())
-            out["gt2d"].append(batch["kp2d"].numpy())
-            out["gt3d"].append(batch["kp3d"].numpy())
-            out["vis"].append(batch["vis"].numpy())
-        return {k: np.concatenate(v) for k, v in out.items()}
-
-    def evaluate(self, step: int) -> Evaluation:
-        splits = {"target_test": (self.pair.target_test, None)}
-        if len(self._src_val_idx):
-            splits["source_val"] = (self.pair.source_train, self._src_val_idx)
-        if self.config.eval_source_test:
-            splits["source_test"] = (self.pair.source_test, None)
-        reports, predictions = {}, {}
-        for split, (path, idx) in splits.items():
-            p = self.predict_split(path, idx)
-            reports[split] = evaluate(
-                p["pred2d"],
-                p["gt2d"],
-                p["pred3d"],
-                p["gt3d"],
-                p["vis"],
-                self.pair.joint_set,
-                self.pair.image_size,
-            )
-            if split == "target_test":
-                predictions = {"kp2d": p["pred2d"], "kp3d": p["pred3d"]}
-        ev = Evaluation(step=step, reports=reports, predictions=predictions)
-        tt = reports["target_test"].overall
-        self.log(f"step {step}: target MPJPE {tt['mpjpe']:.1f} mm, PCK@0.05 {tt['pck2d_005']:.1f}%")
-        return ev
-
-    def _checkpoint(self, state: _RunState, stage: int) -> None:
-        """Everything needed to continue after this evaluation, written atomically."""
+    # -- checkpoints ----------------------------------------------------------------------
+    def _checkpoint(self, state: _RunState, running: Mapping[str, torch.Tensor]) -> None:
+        """Everything needed to continue exactly after this step, written atomically:
+        no predictions and no per-sample errors (those are on disk per evaluation)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         checkpoint = {
             "run": self.run_id,
-            "stage": stage,
             "state": state,
             "method": self.method.state_dict(),
-            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "optimizers": self.update.state_dict() if self.update else {},
             "scaler": self.scaler.state_dict(),
+            "streams": {r: s.state_dict() for r, s in self.streams.items()},
+            "running": {k: v.cpu() for k, v in running.items()},
+            "rng": _rng_state(self.device),
         }
-        with atomic_path(self.workdir / "checkpoint.pt") as tmp:
+        with atomic_path(self.workdir / CHECKPOINT) as tmp:
             torch.save(checkpoint, tmp)
 
-    def _restore(self) -> dict[str, Any] | None:
-        path = self.workdir / "checkpoint.pt"
+    def _read_checkpoint(self) -> dict[str, Any] | None:
+        path = self.workdir / CHECKPOINT
         if not path.exists():
             return None
         try:
             # Our own file, written by _checkpoint; it pickles the run state (metrics).
-            ckpt = torch.load(path, map_location=self.device, weights_only=False)
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc:  # an interrupted or foreign file: start over
             self.log(f"ignoring unreadable checkpoint {path}: {exc}")
             return None
-        if ckpt.get("run") != self.run_id:
+        if ckpt.get("run") != self.run_id or not isinstance(ckpt.get("state"), _RunState):
             return None
-        self.method.load_state_dict(ckpt["method"])
         return ckpt
+
+    def _replay_stage_starts(self, index: int) -> None:
+        """The start hooks of every stage up to ``index`` (modules they create or freeze
+        must exist before the checkpoint's weights are loaded into them)."""
+        for stage in self.stages[: index + 1]:
+            self.method.on_stage_start(stage, StageContext(self.artifacts, resuming=True))
+
+    def _load_checkpoint(self, ckpt: dict[str, Any], stage: Stage) -> None:
+        self.method.load_state_dict(ckpt["method"])
+        self.method.to(self.device)
+        self.update = self.updater(stage)
+        self.update.load_state_dict(ckpt["optimizers"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.streams = self.open_streams(stage) if self.lengths[stage.name] > 0 else {}
+        for role, s in self.streams.items():
+            s.load_state_dict(ckpt["streams"][role])
+        _set_rng_state(ckpt["rng"], self.device)
 
     def _device_name(self) -> str:
         if self.device.type == "cuda":
@@ -432,3 +541,29 @@ class Trainer:
             return torch.cuda.max_memory_allocated(self.device) / 2**20
         # ru_maxrss is in kB on Linux: the peak resident memory of this process.
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _evaluation(entry: Mapping[str, Any]) -> Evaluation:
+    return Evaluation(
+        step=entry["step"],
+        stage=entry["stage"],
+        metrics=entry["metrics"],
+        directory=Path(entry["directory"]),
+    )
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+        "numpy": np.random.get_state(),  # noqa: NPY002 - the global state libraries use
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    random.setstate(state["python"])

@@ -1,192 +1,231 @@
-"""One trial: data → method → trainer → selection → record. A plain function, so Ray Tune
-runs it as a trial and tests and debugging run it in-process."""
+"""The nodes of a grid's DAG as plain functions, so Ray Tune runs them as trials and tests
+and debugging run them in-process: a *stage run* (pre-training stages → a stored
+artifact) and a *trial* (the evaluated stages → selection → a record)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
-import platform
+import shutil
 import socket
-import subprocess
 import time
 import traceback
-from collections.abc import Callable
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from bench import __version__
+from bench.artifacts import WEIGHTS, ArtifactStore
 from bench.atomic import atomic_path
-from bench.data.cards import load_dataset_card
 from bench.data.joints import get_joint_set
-from bench.data.views import DataNeed, check_needs, pair_shards
-from bench.errors import DabenchError, ShardMismatchError
-from bench.grid import SELECTION_RULES, TrialSpec
-from bench.methods.base import coerce_hparams
+from bench.data.pairs import PairShards, pair_shards
+from bench.data.provision import ensure_shards
+from bench.data.views import Backgrounds, check_views
+from bench.errors import DabenchError
+from bench.grid import StageRunSpec, TrialSpec, _Node
+from bench.methods.base import Method, build_method
 from bench.methods.cards import load_method_card
-from bench.methods.registry import get_method_class
+from bench.methods.spec import MethodSpec, Stage, coerce_hparams, get_spec
 from bench.metrics import METRICS_VERSION
-from bench.paths import REPO_ROOT, shard_root
-from bench.store import RECORD_SCHEMA_ID, read_record, write_trial
-from bench.trainer import Evaluation, Trainer, TrainResult, seed_everything
+from bench.provenance import versions
+from bench.selection import RULES, get_rule
+from bench.store import RECORD_SCHEMA_ID, read_record, trial_dir, write_trial
+from bench.trainer import CHECKPOINT, Trainer, TrainResult, seed_everything
 
-# Lower is better for the metric each selection rule minimises.
-_SELECTION_METRIC = {
-    "source-val": ("source_val", "mpjpe"),
-    "target-oracle": ("target_test", "mpjpe"),
-}
+FINAL_WEIGHTS = "weights.pt"
+WORK_DIR = ".work"  # under the artifact store: checkpoints of stage runs in progress
 
 
-@contextmanager
-def _lock(path: Path):
-    """An exclusive file lock, so concurrent trials do not generate the same shard twice."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def node_method(node: _Node) -> tuple[type[MethodSpec], Any, list[Stage]]:
+    """The method declaration of a node, its typed hyper-parameters and its stages."""
+    spec = get_spec(load_method_card(node.method).adapter)
+    hp = coerce_hparams(spec.Hparams, node.hparams, f"method {node.label}")
+    return spec, hp, spec.checked_stages(hp)
 
 
-def ensure_shards(
-    spec: TrialSpec, root: Path | None = None, progress: bool = False, backgrounds: bool = False
-) -> None:
-    """Generate the pair's synthetic shards (and the background images, if the method
-    needs them) when they are missing. Shards made with the grid's settings are kept;
-    shards made with other settings are an error, never silently used. Real datasets must
-    be converted by the user; their absence is an error raised by :func:`pair_shards`."""
-    from bench.data.synthetic.build import synthesize
-    from bench.data.views import BACKGROUNDS_CARD
-
-    root = root or shard_root()
-    cards = [spec.source, spec.target] + ([BACKGROUNDS_CARD] if backgrounds else [])
-    data = spec.data
-    for card_name in cards:
-        if load_dataset_card(card_name).synthetic is None:
-            continue
-        with _lock(root / ".locks" / f"{card_name}.lock"):
-            try:
-                synthesize(
-                    card_name,
-                    root,
-                    n_train=data["n_train"],
-                    n_test=data["n_test"],
-                    size=data["size"],
-                    seed=data["seed"],
-                    progress=progress,
-                )
-            except ShardMismatchError as exc:
-                raise ShardMismatchError(
-                    f"{exc}. The grid asks for n_train={data['n_train']}, "
-                    f"n_test={data['n_test']}, size={data['size']}, seed={data['seed']}: "
-                    f"keep grids with other data settings in another data root "
-                    f"($DABENCH_DATA), or regenerate with `dabench data synth {card_name} "
-                    "--overwrite` and those settings"
-                ) from exc
+def reads_backgrounds(node: _Node) -> bool:
+    _, _, plan = node_method(node)
+    return any(isinstance(v, Backgrounds) for s in plan for v in s.views.values())
 
 
-def select(evaluations: list[Evaluation], rule: str) -> Evaluation | None:
-    """The evaluation a named model-selection rule picks (None if nothing was evaluated).
-
-    ``last``: the final evaluation. ``source-val``: lowest MPJPE on the held-out part of
-    the source training split (no target labels used). ``target-oracle``: lowest MPJPE on
-    the target test split itself — an upper bound, labelled as such in every table."""
-    if rule not in SELECTION_RULES:
-        raise DabenchError(f"unknown selection rule {rule!r}; valid: {SELECTION_RULES}")
-    usable = [e for e in evaluations if np.isfinite(e.reports["target_test"].overall["mpjpe"])]
-    if not usable:
-        return evaluations[-1] if evaluations else None
-    if rule == "last":
-        return evaluations[-1]
-    split, metric = _SELECTION_METRIC[rule]
-    if split not in usable[0].reports:
-        raise DabenchError(
-            f"selection rule {rule!r} needs the {split} split, which was not "
-            "evaluated (train.source_val_fraction is 0?)"
-        )
-    return min(usable, key=lambda e: e.reports[split].overall[metric])
+def prepare_pair(node: _Node, data_root: Path | None, progress: bool = False) -> PairShards:
+    """The node's shards (synthetic ones generated if missing), with its views checked."""
+    ensure_shards(
+        node.source,
+        node.target,
+        node.data,
+        data_root,
+        backgrounds=reads_backgrounds(node),
+        progress=progress,
+    )
+    pair = pair_shards(node.source, node.target, data_root)
+    _, _, plan = node_method(node)
+    for stage in plan:
+        if stage.name in node.stages:
+            check_views(node.label, stage.views, pair)
+    return pair
 
 
-def _git(*args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
-    ).stdout.strip()
-
-
-def _git_state() -> tuple[str | None, bool | None]:
-    """The checkout's commit and whether tracked files differ from it (None outside git)."""
-    try:
-        sha = _git("rev-parse", "HEAD")
-        return sha, _git("status", "--porcelain", "--untracked-files=no") != ""
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-
-
-def versions() -> dict[str, Any]:
-    import ray
-    import timm
-
-    sha, dirty = _git_state()
-    return {
-        "dabench": __version__,
-        "git_sha": sha,
-        "git_dirty": dirty,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "ray": ray.__version__,
-        "numpy": np.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-    }
-
-
-WEIGHTS = "weights.pt"
-
-
-def _save_weights(method, path: Path) -> None:
-    """The final pose-network weights: what warm-started trials start from."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(method.net.state_dict(), tmp)
-
-
-def warm_start(method, path: Path) -> dict[str, int]:
-    """Load a finished trial's pose-network weights into ``method.net``: every tensor whose
-    name and shape match (the backbone always; the head when both trials use the same
-    head). Returns counts for the record."""
-    if not path.exists():
-        raise DabenchError(
-            f"warm start needs {path}, the weights of trial {path.parent.name}, which has not "
-            "finished (it must run first, and succeed)"
-        )
-    status = read_record(path.parent / "record.json").get("status")
-    if status != "ok":
-        raise DabenchError(
-            f"warm start from trial {path.parent.name}, whose status is {status!r}, not 'ok'"
-        )
-    source = torch.load(path, map_location="cpu", weights_only=True)
+def load_start(
+    method: Method, node: _Node, store: ArtifactStore, pair: PairShards
+) -> dict[str, Path]:
+    """Load the artifact the node starts from into ``method``. The method's own earlier
+    stage: its whole state (the earlier stages' start hooks replayed first, so that the
+    modules they made exist). Another method's (a warm start): every pose-network tensor
+    whose name and shape match — the backbone must match entirely. Returns the
+    artifact directories by stage (``stage`` for this method's, ``method:stage`` for all),
+    for views and hooks that read data an earlier stage produced."""
+    dirs: dict[str, Path] = {}
+    for up in node.upstream:
+        dirs[f"{up.method}:{up.stage}"] = store.path(up.key)
+        if up.method == node.method:
+            dirs[up.stage] = store.path(up.key)
+    start = node.start
+    if start is None:
+        return dirs
+    store.check_fingerprints(start.key, pair.fingerprints())
+    state = torch.load(store.path(start.key) / WEIGHTS, map_location="cpu", weights_only=True)
+    if start.method == node.method:
+        earlier = []
+        for stage in method.stages():
+            if stage.name in node.stages:
+                break
+            earlier.append(stage)
+        for stage in earlier:
+            method.on_stage_start(stage, _ReplayContext(dirs))
+        method.load_state_dict(state)
+        return dirs
+    net = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
     own = method.net.state_dict()
-    loaded = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
-    backbone = [k for k in own if k.startswith("backbone.")]
-    missing = [k for k in backbone if k not in loaded]
+    loaded = {k: v for k, v in net.items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k.startswith("backbone.") and k not in loaded]
     if missing:
         raise DabenchError(
-            f"warm start from {path}: {len(missing)} backbone tensors do not match (e.g. "
-            f"{missing[0]}); the trials must share the backbone"
+            f"warm start from {start.method} ({start.key}): {len(missing)} backbone tensors "
+            f"do not match (e.g. {missing[0]}); the methods must share the backbone"
         )
     method.net.load_state_dict(loaded, strict=False)
-    return {"loaded_tensors": len(loaded), "fresh_tensors": len(own) - len(loaded)}
+    return dirs
 
 
-def method_class(spec: TrialSpec) -> tuple[type, Any]:
-    """The adapter class of a trial and its typed hyper-parameters."""
-    cls = get_method_class(load_method_card(spec.method).adapter)
-    return cls, coerce_hparams(cls.Hparams, spec.hparams, f"method {spec.label}")
+class _ReplayContext:
+    def __init__(self, artifacts: Mapping[str, Path]) -> None:
+        self.artifacts = artifacts
+        self.resuming = True
+
+
+def export_artifact(
+    method: Method,
+    stage: str,
+    key: str,
+    node: _Node,
+    store: ArtifactStore,
+    pair: PairShards,
+    run_id: str,
+) -> bool:
+    """Store ``method``'s state at the end of ``stage`` under ``key`` (once: False if it
+    already exists)."""
+    with store.lock(key):
+        if store.exists(key):
+            return False
+        meta = {
+            "method": node.method,
+            "variant": node.variant,
+            "stage": stage,
+            "source": node.source,
+            "target": node.target,
+            "seed": node.seed,
+            "run_id": run_id,
+            "made_by": node.node_id,
+            "fingerprints": pair.fingerprints(),
+        }
+        with store.writing(key, meta) as tmp:
+            torch.save(method.state_dict(), tmp / WEIGHTS)
+            method.export_artifact(stage, tmp)
+    return True
+
+
+def _train(
+    node: _Node,
+    results: Path,
+    workdir: Path,
+    pair: PairShards,
+    *,
+    evaluate: bool,
+    exports: Mapping[str, str],
+    run_id: str,
+    progress: bool,
+    log: Callable[[str], None],
+) -> tuple[Method, TrainResult]:
+    """Build the node's method, load what it starts from, train its stages."""
+    spec, hp, _ = node_method(node)
+    cfg = node.train_config()
+    if cfg.threads == 0:
+        torch.set_num_threads(max(1, int(node.resources.get("cpu", 1))))
+    # Seed before the networks are built: their initial weights are part of the result.
+    seed_everything(node.seed, cfg.deterministic)
+    num_joints = get_joint_set(pair.joint_set).num_joints
+    method = build_method(spec, hp, node.model_config(), num_joints, pair.root)
+    store = ArtifactStore(results)
+    dirs = load_start(method, node, store, pair)
+
+    def on_stage_end(stage: Stage) -> None:
+        if stage.name in exports:
+            export_artifact(method, stage.name, exports[stage.name], node, store, pair, run_id)
+
+    trainer = Trainer(
+        method,
+        pair,
+        cfg,
+        node.seed,
+        workdir,
+        run=list(node.stages),
+        artifacts=dirs,
+        evaluate=evaluate,
+        progress=progress,
+        log=log,
+        resume=True,
+        run_id=node.node_id,
+        on_stage_end=on_stage_end,
+    )
+    return method, trainer.fit()
+
+
+def run_stage_run(
+    spec: StageRunSpec,
+    results: Path,
+    *,
+    data_root: Path | None = None,
+    run_id: str = "",
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> bool:
+    """Compute a stage run's artifact unless it exists; True if this call computed it."""
+    log = log or (lambda msg: None)
+    store = ArtifactStore(results)
+    if store.exists(spec.key):
+        return False
+    pair = prepare_pair(spec, data_root)
+    workdir = store.root / WORK_DIR / spec.key
+    _, result = _train(
+        spec,
+        results,
+        workdir,
+        pair,
+        evaluate=False,
+        exports={spec.stages[-1]: spec.key},
+        run_id=run_id,
+        progress=progress,
+        log=log,
+    )
+    if result.status != "ok":
+        raise DabenchError(
+            f"stage run {spec.label} {'/'.join(spec.stages)} ({spec.key}) {result.status} at "
+            f"step {result.diverged_at}"
+        )
+    shutil.rmtree(workdir, ignore_errors=True)
+    return True
 
 
 def run_trial(
@@ -194,69 +233,102 @@ def run_trial(
     results: Path,
     *,
     data_root: Path | None = None,
+    run_id: str = "",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate one trial; write and return its record. A failure inside the
-    trial becomes a ``failed`` record with its traceback, never a crash of the grid."""
+    """Train and evaluate one trial; write and return its record. A bad configuration
+    (``DabenchError``) becomes a ``failed`` record; any other exception is recorded too
+    and then re-raised, so that Ray's ``FailureConfig`` retries it."""
     started = time.perf_counter()
     log = log or (lambda msg: None)
-    workdir = Path(results) / spec.trial_id
-    record: dict[str, Any] = _base_record(spec)
+    results = Path(results)
+    workdir = trial_dir(results, spec.trial_id)
+    record = _base_record(spec, results)
     predictions = None
+    crash: BaseException | None = None
     try:
-        train_cfg = spec.train_config()
-        if train_cfg.threads == 0:
-            torch.set_num_threads(max(1, int(spec.resources.get("cpu", 1))))
-        cls, hparams = method_class(spec)
-        needs = cls.data_needs(hparams)
-        ensure_shards(spec, data_root, backgrounds=DataNeed.BACKGROUNDS in needs)
-        pair = pair_shards(spec.source, spec.target, data_root)
+        pair = prepare_pair(spec, data_root)
         record["pair"]["joint_set"] = pair.joint_set
         record["data"]["fingerprints"] = pair.fingerprints()
-        check_needs(spec.label, needs, pair)
-        # Seed before the networks are built: their initial weights are part of the result.
-        seed_everything(spec.seed, train_cfg.deterministic)
-        method = cls(
-            hparams, spec.model_config(), get_joint_set(pair.joint_set).num_joints, pair.root
-        )
-        if spec.init:
-            record["init"] = {
-                "trial_id": spec.init,
-                **warm_start(method, Path(results) / spec.init / WEIGHTS),
-            }
-        trainer = Trainer(
-            method,
-            pair,
-            train_cfg,
-            spec.seed,
+        record["artifacts"] = _artifact_entries(spec, results, run_id)
+        method, result = _train(
+            spec,
+            results,
             workdir,
+            pair,
+            evaluate=True,
+            exports=spec.exports,
+            run_id=run_id,
             progress=progress,
             log=log,
-            resume=True,
-            run_id=spec.trial_id,
         )
-        result = trainer.fit()
         predictions = _fill_results(record, result, spec.selection)
-        _save_weights(method, workdir / WEIGHTS)
+        # The final pose network, for inspection (warm starts use stage artifacts).
+        workdir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(workdir / FINAL_WEIGHTS) as tmp:
+            torch.save(method.net.state_dict(), tmp)
     except Exception as exc:
-        record["status"] = "failed"
-        record["error"] = {
-            "type": type(exc).__name__,
-            "message": str(exc),
-            "traceback": traceback.format_exc(),
-        }
+        record = _failed(record, exc)
         log(f"trial {spec.trial_id} failed: {type(exc).__name__}: {exc}")
+        if not isinstance(exc, DabenchError):
+            crash = exc
     record["timings"]["total_seconds"] = time.perf_counter() - started
     write_trial(results, record, predictions)
-    checkpoint = workdir / "checkpoint.pt"
     if record["status"] != "failed" and not spec.train.get("keep_checkpoint", False):
-        # Finished: the checkpoint only served resumption; it is the largest file by far.
-        checkpoint.unlink(missing_ok=True)
+        # Finished: the checkpoint and the stored evaluations only served resumption and
+        # selection; they are the largest files by far.
+        (workdir / CHECKPOINT).unlink(missing_ok=True)
+        shutil.rmtree(workdir / "evaluations", ignore_errors=True)
+    if crash is not None:
+        raise crash
     return record
 
 
-def _base_record(spec: TrialSpec) -> dict[str, Any]:
+def _failed(record: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    record["status"] = "failed"
+    record["error"] = {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+    return record
+
+
+def failed_record(spec: TrialSpec, results: Path, exc: BaseException) -> dict[str, Any]:
+    """The record of a trial that could not run at all (e.g. its start artifact failed)."""
+    record = _failed(_base_record(spec, results), exc)
+    record["timings"]["total_seconds"] = 0.0
+    return record
+
+
+def _artifact_entries(spec: TrialSpec, results: Path, run_id: str) -> list[dict[str, Any]]:
+    """Every upstream artifact the trial uses, and whether this grid run computed it."""
+    store = ArtifactStore(results)
+    out = []
+    for up in spec.upstream:
+        meta = store.meta(up.key)
+        out.append(
+            {
+                "key": up.key,
+                "method": up.method,
+                "stage": up.stage,
+                "computed": bool(run_id) and meta.get("run_id") == run_id,
+            }
+        )
+    return out
+
+
+def _base_record(spec: TrialSpec, results: Path) -> dict[str, Any]:
+    previous = trial_dir(results, spec.trial_id) / "record.json"
+    attempt = 1
+    if previous.exists():
+        try:
+            old = read_record(previous)
+            if old.get("status") == "failed":
+                attempt = int(old.get("attempt", 1)) + 1
+        except DabenchError:
+            pass
     return {
         "schema": RECORD_SCHEMA_ID,
         "trial_id": spec.trial_id,
@@ -270,6 +342,8 @@ def _base_record(spec: TrialSpec) -> dict[str, Any]:
         "seed": spec.seed,
         "selection": {"rule": spec.selection, "step": None},
         "spec": spec.to_dict(),
+        "artifacts": [],
+        "stages": {},
         "metrics": {},
         "metrics_by_rule": {},
         "metrics_version": METRICS_VERSION,
@@ -281,6 +355,7 @@ def _base_record(spec: TrialSpec) -> dict[str, Any]:
         "data": {"fingerprints": {}, **spec.data},
         "status": "failed",
         "error": None,
+        "attempt": attempt,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
     }
@@ -291,22 +366,30 @@ def _fill_results(record: dict[str, Any], result: TrainResult, rule: str) -> dic
     record["timings"].update(result.timings)
     record["peak_memory_mb"] = result.peak_memory_mb
     record["device"] = result.device
+    record["stages"] = result.stage_steps
     record["curves"] = {
         "losses": result.losses,
-        "evaluations": [{"step": e.step, **e.overall()} for e in result.evaluations],
+        "evaluations": [
+            {"step": e.step, "stage": e.stage, **e.overall()} for e in result.evaluations
+        ],
     }
     if result.diverged_at is not None:
         record["diverged_at"] = result.diverged_at
-    for name in SELECTION_RULES:
+    entries = [e.entry() for e in result.evaluations]
+    for name, selection_rule in RULES.items():
         try:
-            chosen = select(result.evaluations, name)
+            chosen = selection_rule.choose(entries)
         except DabenchError:
             continue
         if chosen is not None:
-            record["metrics_by_rule"][name] = {"step": chosen.step, "metrics": chosen.overall()}
-    chosen = select(result.evaluations, rule)
+            record["metrics_by_rule"][name] = {
+                "step": chosen["step"],
+                "metrics": {s: m["overall"] for s, m in chosen["metrics"].items()},
+            }
+    chosen = get_rule(rule).choose(entries)
     if chosen is None:
         return None
-    record["selection"]["step"] = chosen.step
-    record["metrics"] = {split: rep.to_dict() for split, rep in chosen.reports.items()}
-    return {**chosen.predictions, "step": np.array(chosen.step)}
+    evaluation = result.evaluations[entries.index(chosen)]
+    record["selection"]["step"] = evaluation.step
+    record["metrics"] = evaluation.metrics
+    return {**evaluation.predictions("target_test"), "step": np.array(evaluation.step)}

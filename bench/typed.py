@@ -43,3 +43,21 @@ def coerce_value(value: Any, annotation: Any, where: str) -> Any:
     else:
         return value
     raise DabenchError(f"{where} must be {name}, got {value!r}")
+
+
+def check_non_negative(where: str, **values: float) -> None:
+    """Hyper-parameter range check: each value >= 0, else one error naming it."""
+    for name, value in values.items():
+        if not value >= 0:
+            raise DabenchError(f"{where}: {name} must be >= 0, got {value!r}")
+
+
+def check_positive_int(where: str, **values: int) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise DabenchError(f"{where}: {name} must be a positive integer, got {value!r}")
+
+
+def check_choice(where: str, name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise DabenchError(f"{where}: unknown {name} {value!r}; valid: {', '.join(choices)}")

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
+from bench.data.pairs import PairShards, pair_shards
 from bench.data.synthetic.build import synthesize
-from bench.data.views import PairShards, pair_shards
 
 HAND_PAIR = ("synth-hand-clean", "synth-hand-wild")
 
@@ -53,6 +53,17 @@ def hand_pair(tmp_path_factory) -> Callable[..., PairShards]:
 
 
 @pytest.fixture
+def one_thread():
+    """One torch intra-op thread for the test (tiny models run faster on one)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_grid(tmp_path) -> Callable[..., Path]:
     """``tiny_grid(**changes)``: write :data:`TINY_GRID` with ``changes`` to a YAML file in
     the test's tmp_path and return its path; a mapping section (data, model, train) given
@@ -68,3 +79,17 @@ def tiny_grid(tmp_path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+class StepStub:
+    """The step context a grouped (non-manual) stage gives ``training_step``, for tests
+    that call a method directly."""
+
+    def __init__(self, step: int = 0, progress: float = 0.0) -> None:
+        self.step, self.progress = step, progress
+
+    def backward(self, loss, optimizer: str) -> None:  # pragma: no cover - manual stages only
+        raise AssertionError("a grouped stage must not call ctx.backward")
+
+    def optimizer_step(self, optimizer: str) -> None:  # pragma: no cover
+        raise AssertionError("a grouped stage must not call ctx.optimizer_step")

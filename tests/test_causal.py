@@ -9,12 +9,15 @@ import pytest
 import torch
 from torch import nn
 
+from bench.config import TrainConfig
+from bench.data.pairs import pair_shards
 from bench.data.synthetic.build import synthesize
-from bench.data.views import DataNeed, check_needs, pair_shards
+from bench.data.views import Backgrounds, Images, Labelled, check_views
 from bench.errors import DabenchError
 from bench.grid import load_grid
+from bench.methods.base import build_method
 from bench.methods.cards import load_method_card, resolve_method
-from bench.methods.causal import CausalHparams, CausalInterventions
+from bench.methods.causal import CausalInterventions
 from bench.methods.causal_modules import (
     FeatureDiscriminator,
     FeatureGenerator,
@@ -26,19 +29,16 @@ from bench.methods.causal_modules import (
     vae_depth,
     vae_input_size,
 )
+from bench.methods.specs.causal import CausalHparams
 from bench.models.pose_net import ModelConfig, coord_l1
 from bench.runner import prepare, run_grid
+from bench.trainer import StageUpdater, StepContext
 
 K = 21
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: one intra-op thread is faster, and far faster on a loaded machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: one intra-op thread is faster, and far faster on a loaded machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY_MODEL = ModelConfig(img_size=32, head="volumetric", depth_bins=8, head_channels=32)
@@ -167,7 +167,7 @@ def _batch(n: int = 6, size: int = 32) -> dict:
         "vis": vis,
     }
     other = {"images": torch.randint(0, 255, (n, size, size, 3), dtype=torch.uint8, generator=gen)}
-    return {"source": src, "target": other, "backgrounds": other}
+    return {"source": src, "other": other}
 
 
 ALL_TERMS = {
@@ -186,7 +186,22 @@ ALL_TERMS = {
 def _method(entry: str, **overrides) -> CausalInterventions:
     torch.manual_seed(0)
     resolved = resolve_method(entry, overrides)
-    return resolved.cls(resolved.hparams, TINY_MODEL, K, 0)
+    return build_method(resolved.spec, resolved.hparams, TINY_MODEL, K, 0)
+
+
+def _stage(method: CausalInterventions, name: str):
+    return next(s for s in method.stages() if s.name == name)
+
+
+def _updater(method: CausalInterventions, stage: str = "joint", lr: float = 1e-3) -> StageUpdater:
+    """The trainer's own update machinery for one stage (named optimisers, manual steps)."""
+    config = TrainConfig(lr=lr, warmup_steps=0, grad_clip=0.0)
+    return StageUpdater(method, _stage(method, stage), config, steps=4)
+
+
+def _step(method: CausalInterventions, stage: str = "joint", batch=None, **kw) -> dict:
+    update = _updater(method, stage, **kw)
+    return update.step(batch or _batch(), StepContext(update))
 
 
 @pytest.mark.parametrize("entry", ["causal-interventions", "causal-interventions/sd-ud"])
@@ -194,29 +209,29 @@ def test_trains_a_few_steps_in_both_settings_and_predicts(entry):
     method = _method(entry)
     assert [s.name for s in method.stages()] == ["warmup", "joint"]
     batch = _batch()
-    warm = method.training_step("warmup", batch, 0, 0.0)
-    assert set(warm) == {"pose", "feat_pose", "vae_rec", "vae_kl"}
-    warm_params = {id(p) for p in method.stages()[0].params(method)}
+    warm_update = _updater(method, "warmup")
+    warm_params = {id(p) for p in warm_update.params["main"]}
     assert not warm_params & {id(p) for p in method.generator.parameters()}
     assert not warm_params & {id(p) for p in method.discriminator.parameters()}
-    opt = torch.optim.AdamW(method.parameters(), lr=1e-3)
+    warm = warm_update.step(batch, StepContext(warm_update))
+    assert set(warm) == {"pose", "feat_pose", "vae_rec", "vae_kl"}
+    update = _updater(method)
+    before = {
+        part: [p.detach().clone() for p in getattr(method, part).parameters()]
+        for part in ("net", "encoder", "decoder", "projector", "readout", "generator")
+    }
     first = None
-    for step in range(4):
-        opt.zero_grad()
-        losses = method.training_step("joint", batch, step, step / 4)
+    for step in range(6):  # the VAE's loss is noisy over the first few steps
+        losses = update.step(batch, StepContext(update, step, step / 6))
         assert set(losses) == ALL_TERMS
         assert all(torch.isfinite(v) and v.ndim == 0 for v in losses.values())
-        sum(losses.values()).backward()
-        for part in ("net", "encoder", "decoder", "projector", "readout", "generator"):
-            if step == 0:
-                assert any(
-                    p.grad is not None and p.grad.abs().sum() > 0
-                    for p in getattr(method, part).parameters()
-                ), part
-        opt.step()
+        if step == 0:
+            for part, old in before.items():
+                now = list(getattr(method, part).parameters())
+                assert any(not torch.equal(a, b) for a, b in zip(old, now, strict=True)), part
         first = first if first is not None else {k: float(v.detach()) for k, v in losses.items()}
-    assert 0.0 <= method.metrics_step()["disc_acc"] <= 1.0
-    assert method.metrics_step() == {}  # the window restarts after each read
+    assert 0.0 <= method.scalars()["disc_acc"] <= 1.0
+    assert method.scalars() == {}  # the window restarts after each read
     # The same few steps lower the supervised and reconstruction losses.
     last = {k: float(v.detach()) for k, v in losses.items()}
     assert last["pose"] < first["pose"] and last["vae_rec"] < first["vae_rec"]
@@ -234,36 +249,105 @@ def test_dg_keeps_background_images_out_of_the_feature_space(monkeypatch):
     seen: list[int] = []
     real_features = method.net.features
     monkeypatch.setattr(method.net, "features", lambda x: seen.append(len(x)) or real_features(x))
-    method.training_step("joint", _batch(), 0, 0.0)
+    _step(method)
     assert seen == [6]  # source images only
     da = _method("causal-interventions")
     seen.clear()
     real_da = da.net.features
     monkeypatch.setattr(da.net, "features", lambda x: seen.append(len(x)) or real_da(x))
-    da.training_step("joint", _batch(), 0, 0.0)
+    _step(da)
     assert seen == [12]  # source + target through the backbone together
 
 
-def test_discriminator_trains_only_on_its_own_loss():
+def test_discriminator_and_model_alternate_with_their_own_optimisers():
     method = _method("causal-interventions")
-    losses = method.training_step("joint", _batch(), 0, 0.0)
-    (losses["adv_f"] + losses["adv_g"]).backward(retain_graph=True)
-    assert all(p.grad is None for p in method.discriminator.parameters())
-    assert any(p.grad is not None for p in method.generator.parameters())
-    assert any(p.grad is not None for p in method.projector.parameters())
-    method.zero_grad()
-    losses["disc"].backward(retain_graph=True)
-    assert all(p.grad is not None for p in method.discriminator.parameters())
-    for part in (method.net, method.projector, method.generator):
-        assert all(p.grad is None for p in part.parameters())
+    update = _updater(method)
+    d_params = {id(p) for p in method.discriminator.parameters()}
+    assert list(update.optimizers) == ["disc", "model"]  # D first, then everything else
+    assert {id(p) for p in update.params["disc"]} == d_params
+    assert not d_params & {id(p) for p in update.params["model"]}
+    model_params = {id(p) for p in update.params["model"]}
+    for part in (method.net, method.projector, method.generator, method.encoder):
+        assert {id(p) for p in part.parameters()} <= model_params
+    # D's logits before its step (its own loss, on detached features), then after it (f's
+    # and g's adversarial terms): the model steps against the updated discriminator.
+    seen: list[torch.Tensor] = []
+    logits = method.discriminator.logits
+
+    def spy(feat):
+        seen.append(method.discriminator.net[-1].weight.detach().clone())
+        return logits(feat)
+
+    method.discriminator.logits = spy
+    calls = []
+    backward, optimizer_step = update.backward, update.optimizer_step
+    update.backward = lambda loss, name: calls.append(("backward", name)) or backward(loss, name)
+    update.optimizer_step = lambda name, ctx: (
+        calls.append(("step", name)) or optimizer_step(name, ctx)
+    )
+    d_before = [p.detach().clone() for p in method.discriminator.parameters()]
+    update.step(_batch(), StepContext(update))
+    assert calls == [
+        ("backward", "disc"),
+        ("step", "disc"),
+        ("backward", "model"),
+        ("step", "model"),
+    ]
+    assert len(seen) == 4
+    assert torch.equal(seen[0], seen[1]) and torch.equal(seen[2], seen[3])
+    assert not torch.equal(seen[1], seen[2])  # D moved between its update and the model's
+    d_after = list(method.discriminator.parameters())
+    # the model's update left D where D's own update put it
+    assert torch.equal(d_after[-2].detach(), seen[2])
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, d_after, strict=True))
+
+
+def test_each_update_follows_only_its_own_losses():
+    method = _method("causal-interventions")
+    update = _updater(method)
+    ctx = StepContext(update)
+    losses = {}
+    real = update.optimizer_step
+    grads = {}
+
+    def record(name, c):
+        grads[name] = {
+            part: any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+            for part, m in (
+                ("disc", method.discriminator),
+                ("net", method.net),
+                ("projector", method.projector),
+                ("generator", method.generator),
+                ("encoder", method.encoder),
+            )
+        }
+        real(name, c)
+
+    update.optimizer_step = record
+    losses = update.step(_batch(), ctx)
+    assert set(losses) == ALL_TERMS
+    # D's update: gradients in D only; the model's: everywhere but D.
+    assert grads["disc"] == {
+        "disc": True,
+        "net": False,
+        "projector": False,
+        "generator": False,
+        "encoder": False,
+    }
+    assert not grads["model"]["disc"]
+    assert grads["model"]["net"] and grads["model"]["projector"] and grads["model"]["generator"]
+
+
+def test_losses_reach_only_what_they_should():
+    method = _method("causal-interventions", adv_weight=0.0)  # grouped: one summed backward
+    out = method.training_step("joint", _batch(), StepContext(_updater(method)))
     # fact pulls g towards the real feature, never the real feature towards g.
-    method.zero_grad()
-    losses["fact"].backward(retain_graph=True)
+    out["fact"].backward(retain_graph=True)
     assert all(p.grad is None for p in method.projector.parameters())
     assert any(p.grad is not None for p in method.generator.parameters())
     # g reads the VAE's codes detached: the VAE trains on its ELBO only.
     method.zero_grad()
-    (losses["gen_pose"] + losses["adv_g"]).backward()
+    out["gen_pose"].backward()
     assert all(p.grad is None for p in method.encoder.parameters())
 
 
@@ -274,9 +358,8 @@ def test_adversarial_terms_are_non_saturating_bce():
         for p in method.discriminator.parameters():
             p.zero_()
         method.discriminator.net[-1].bias.fill_(b)  # logit b everywhere: "real" w.p. σ(b)
-    losses = {
-        k: float(v.detach()) for k, v in method.training_step("joint", _batch(), 0, 0).items()
-    }
+    # lr 0: D keeps its constant logit through its own update
+    losses = {k: float(v) for k, v in _step(method, lr=0.0).items()}
 
     def softplus(x: float) -> float:
         return float(np.log1p(np.exp(x)))
@@ -327,9 +410,8 @@ def test_every_term_is_switchable(variant, absent, missing_parts):
     method = _method(f"causal-interventions/{variant}")
     for part in missing_parts:
         assert getattr(method, part) is None
-    losses = method.training_step("joint", _batch(), 0, 0.0)
+    losses = _step(method)
     assert set(losses) == ALL_TERMS - absent
-    sum(losses.values()).backward()
     assert all(torch.isfinite(v) for v in losses.values())
     if variant == "no-generator":
         assert [s.name for s in method.stages()] == ["joint"]
@@ -345,7 +427,7 @@ def test_interventions_choose_the_counterfactual_codes(monkeypatch):
             "forward",
             lambda p, u, f=forward, c=calls: c.append(len(u)) or f(p, u),
         )
-        method.training_step("joint", _batch(), 0, 0.0)
+        _step(method)
         # factual + one batch of counterfactuals per intervention kind
         assert calls == [6 * expected], variant
 
@@ -381,12 +463,13 @@ def test_card():
             resolve_method(entry)
 
 
-def test_data_needs_depend_on_the_setting():
+def test_views_depend_on_the_setting():
     da = resolve_method("causal-interventions")
     dg = resolve_method("causal-interventions/sd-ud")
-    assert da.cls.data_needs(da.hparams) == {DataNeed.SOURCE_LABELS, DataNeed.TARGET_IMAGES}
-    assert dg.cls.data_needs(dg.hparams) == {DataNeed.SOURCE_LABELS, DataNeed.BACKGROUNDS}
-    assert da.cls.data_needs(da.hparams) != dg.cls.data_needs(dg.hparams)
+    for stage in da.spec.stages(da.hparams):
+        assert stage.views == {"source": Labelled("source"), "other": Images("target")}
+    for stage in dg.spec.stages(dg.hparams):
+        assert stage.views == {"source": Labelled("source"), "other": Backgrounds()}
 
 
 CAUSAL_GRID = {
@@ -404,15 +487,15 @@ def test_harness_refuses_a_store_without_background_images(tmp_path, monkeypatch
     pair = pair_shards("synth-hand-clean", "synth-hand-wild", root)
     dg = resolve_method("causal-interventions/sd-ud")
     da = resolve_method("causal-interventions")
-    check_needs("causal-interventions", da.cls.data_needs(da.hparams), pair)
-    with pytest.raises(DabenchError, match="backgrounds: no background images"):
-        check_needs("causal-interventions/sd-ud", dg.cls.data_needs(dg.hparams), pair)
+    check_views("causal-interventions", da.spec.stages(da.hparams)[-1].views, pair)
+    with pytest.raises(DabenchError, match="synth-backgrounds"):
+        check_views("causal-interventions/sd-ud", dg.spec.stages(dg.hparams)[-1].views, pair)
     # Through the runner, with shard generation off (a store of converted real datasets):
     # the grid is refused before any trial starts.
-    monkeypatch.setattr("bench.runner.ensure_shards", lambda *a, **k: None)
+    monkeypatch.setattr("bench.trial.ensure_shards", lambda *a, **k: None)
     path = tiny_grid(**{**CAUSAL_GRID, "methods": ["causal-interventions/sd-ud"]})
     with pytest.raises(DabenchError, match=r"causal-interventions/sd-ud cannot run.*backgrounds"):
-        prepare(load_grid(path).trials, root, lambda msg: None)
+        prepare(list(load_grid(path).trials), root, progress=False)
 
 
 def test_end_to_end_through_the_harness_in_both_settings(tmp_path, tiny_grid):

@@ -139,20 +139,56 @@ def test_warm_start_links_adapting_trials_to_their_source_only_trial(tmp_path):
         )
     )
     by = {(t.method, t.seed): t for t in grid.trials}
+    assert len(grid.stage_runs) == 2  # one source-only network per seed
     for seed in (0, 1):
         ddc, so = by[("ddc", seed)], by[("source-only", seed)]
-        assert ddc.init == so.trial_id and ddc.train["steps"] == 2
-        assert so.init is None and so.train["steps"] == 4
-        assert by[("oracle", seed)].init is None  # the oracle is not an adaptation
+        assert ddc.start.key == so.exports["train"] and ddc.train["steps"] == 2
+        assert ddc.start.method == "source-only" and ddc.start.stage == "train"
+        assert so.start is None and so.train["steps"] == 4
+        assert by[("oracle", seed)].start is None  # the oracle does not opt in
+        assert by[("oracle", seed)].exports == {}
+    assert by[("ddc", 0)].start.key != by[("ddc", 1)].start.key
     plain = load_grid(write(tmp_path, {**BASE, "methods": ["source-only", "ddc"]}, "p.yaml"))
     assert {t.trial_id for t in plain.trials if t.method == "ddc"}.isdisjoint(
         {by[("ddc", s)].trial_id for s in (0, 1)}
     )
-    with pytest.raises(DabenchError, match="warm_start 'source-only' is not one of the grid"):
+    with pytest.raises(DabenchError, match="none of the grid's methods can start from it"):
         load_grid(
             write(
                 tmp_path,
-                {**BASE, "methods": ["oracle", "ddc"], "warm_start": "source-only"},
+                {**BASE, "methods": ["source-only", "oracle"], "warm_start": "source-only"},
                 "w.yaml",
             )
         )
+
+
+def test_per_method_resources(tmp_path):
+    grid = load_grid(
+        write(tmp_path, {**BASE, "resources": {"cpu": 2, "methods": {"oracle": {"gpu": 0.5}}}})
+    )
+    res = {t.method: t.resources for t in grid.trials}
+    assert res["source-only"] == {"cpu": 2, "gpu": 0}
+    assert res["oracle"] == {"cpu": 2, "gpu": 0.5}
+    with pytest.raises(DabenchError, match="resources given for .*'dann'"):
+        load_grid(
+            write(tmp_path, {**BASE, "resources": {"methods": {"dann": {"cpu": 1}}}}, "r.yaml")
+        )
+
+
+def test_artifact_keys_ignore_what_does_not_change_the_weights(tmp_path):
+    base = {**BASE, "methods": ["source-only", "ddc"], "warm_start": "source-only"}
+    key = load_grid(write(tmp_path, base)).stage_runs[0].key
+    for change in (
+        {"train": {**BASE["train"], "eval_every": 1, "threads": 2, "log_every": 1}},
+        {"selection": "source-val"},
+        {"pairs": [{"source": "synth-hand-clean", "target": "synth-hand-style"}]},
+    ):
+        grid = load_grid(write(tmp_path, {**base, **change}, "c.yaml"))
+        assert grid.stage_runs[0].key == key, change  # source-only reads no target data
+    for change in (
+        {"train": {**BASE["train"], "lr": 0.5}},
+        {"hparams": {"source-only": {"pose_weight": 2.0}}},
+        {"model": {"backbone": "resnet50"}},
+    ):
+        grid = load_grid(write(tmp_path, {**base, **change}, "c.yaml"))
+        assert grid.stage_runs[0].key != key, change

@@ -113,6 +113,34 @@ def test_failed_trial_is_recorded_and_retried(tmp_path, data_root, monkeypatch, 
         grid, results, executor="local", data_root=data_root, progress=False, log=quiet
     )
     assert summary.ran == 1 and summary.records[0]["status"] == "ok"
+    assert summary.records[0]["attempt"] == 2  # the second attempt at this trial
+
+
+def test_crashes_are_re_raised_for_ray_to_retry_bad_configurations_are_not(
+    tmp_path, data_root, monkeypatch, tiny_grid
+):
+    from bench import trainer
+    from bench.trial import run_trial
+
+    spec = load_grid(tiny_grid(methods=["source-only"])).trials[0]
+    results = tmp_path / "results"
+
+    def crash(self):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(trainer.Trainer, "fit", crash)
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        run_trial(spec, results, data_root=data_root, progress=False)
+    record = read_record(trial_dir(results, spec.trial_id) / "record.json")
+    assert record["status"] == "failed" and record["attempt"] == 1
+
+    def bad(self):
+        raise DabenchError("a bad setting")
+
+    monkeypatch.setattr(trainer.Trainer, "fit", bad)
+    record = run_trial(spec, results, data_root=data_root, progress=False)  # no raise
+    assert record["status"] == "failed" and record["attempt"] == 2
+    assert record["error"]["message"] == "a bad setting"
 
 
 def test_non_finite_loss_marks_the_trial_diverged(tmp_path, data_root, tiny_grid):
@@ -137,6 +165,12 @@ def test_cli_grid_show_and_run_errors(tmp_path, capsys, tiny_grid):
     assert main(["grid", "show", str(path)]) == 0
     out = capsys.readouterr().out
     assert "2 trials" in out and "source-only" in out and "oracle" in out
+    path = tiny_grid(methods=["source-only", "ddc"], warm_start="source-only")
+    assert main(["grid", "show", str(path)]) == 0
+    out = capsys.readouterr().out
+    grid = load_grid(path)
+    # the stage runs, with their keys, come before the trials
+    assert out.index("Stage runs") < out.index(grid.stage_runs[0].key) < out.index("Trials:")
     assert main(["run", "nonexistent-grid", "--executor", "local"]) == 2
     assert "named grids: " in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse names the valid choices
@@ -149,18 +183,18 @@ def test_cli_grid_show_and_run_errors(tmp_path, capsys, tiny_grid):
 def test_a_retried_trial_resumes_from_its_last_checkpoint(
     tmp_path, data_root, monkeypatch, tiny_grid
 ):
-    from bench import trainer
+    from bench import evaluation
 
-    real = trainer.Trainer.evaluate
+    real = evaluation.Evaluator.__call__
 
-    def crash_at_last_evaluation(self, step):
+    def crash_at_last_evaluation(self, method, step, stage):
         if step == 4:
             raise RuntimeError("node lost")
-        return real(self, step)
+        return real(self, method, step, stage)
 
     grid = load_grid(tiny_grid(methods=["source-only"]))
     results = tmp_path / "results"
-    monkeypatch.setattr(trainer.Trainer, "evaluate", crash_at_last_evaluation)
+    monkeypatch.setattr(evaluation.Evaluator, "__call__", crash_at_last_evaluation)
     first = run_grid(
         grid, results, executor="local", data_root=data_root, progress=False, log=quiet
     ).records[0]
@@ -175,30 +209,62 @@ def test_a_retried_trial_resumes_from_its_last_checkpoint(
     assert not (trial_dir(results, second["trial_id"]) / "checkpoint.pt").exists()
 
 
-def test_warm_started_trials_start_from_the_source_only_weights(tmp_path, data_root, tiny_grid):
+def test_warm_started_trials_start_from_the_source_only_artifact(tmp_path, data_root, tiny_grid):
     grid = load_grid(
         tiny_grid(
-            methods=["source-only", "ddc"],
+            methods=["source-only", "oracle", "ddc", "dann"],
             warm_start="source-only",
             train={"adapt_steps": 2},
         )
     )
+    (artifact,) = grid.stage_runs  # one source-only network, made by the source-only trial
+    by_label = {t.label: t for t in grid.trials}
+    assert artifact.exported_by == by_label["source-only"].trial_id
+    assert by_label["source-only"].exports == {"train": artifact.key}
+    assert by_label["ddc"].start.key == by_label["dann"].start.key == artifact.key
+    assert by_label["oracle"].start is None  # the oracle does not opt into warm starts
     results = tmp_path / "results"
     summary = run_grid(
         grid, results, executor="local", data_root=data_root, progress=False, log=quiet
     )
+    assert summary.stage_runs == 0  # the trial made it; no separate stage run
     by = {r["method"]: r for r in summary.records}
-    assert by["source-only"]["status"] == by["ddc"]["status"] == "ok"
-    init = by["ddc"]["init"]
-    assert init["trial_id"] == by["source-only"]["trial_id"]
-    assert init["loaded_tensors"] > 0
-    assert [e["step"] for e in by["ddc"]["curves"]["evaluations"]] == [2]
-    assert (trial_dir(results, init["trial_id"]) / "weights.pt").exists()
-    text = (results / "report.md").read_text() if (results / "report.md").exists() else ""
-    assert text == "" or "source-only weights" in text
+    assert all(r["status"] == "ok" for r in by.values())
+    for name in ("ddc", "dann"):
+        (used,) = by[name]["artifacts"]
+        assert used == {
+            "key": artifact.key,
+            "method": "source-only",
+            "stage": "train",
+            "computed": True,
+        }
+        assert [e["step"] for e in by[name]["curves"]["evaluations"]] == [2]
+    assert by["source-only"]["artifacts"] == []
+    # A grid without the source-only rows computes the same artifact as a stage run; here
+    # it exists already, so nothing is computed and the DDC result is reused.
+    alone = load_grid(
+        tiny_grid(methods=["ddc"], warm_start="source-only", train={"adapt_steps": 2})
+    )
+    assert [s.key for s in alone.stage_runs] == [artifact.key]
+    assert alone.stage_runs[0].exported_by is None
+    again = run_grid(
+        alone, results, executor="local", data_root=data_root, progress=False, log=quiet
+    )
+    assert (again.ran, again.stage_runs) == (0, 0)
+    # In a fresh store it is computed once, as a stage run, and gives the same network:
+    # evaluation never changes what is trained.
+    fresh = run_grid(
+        alone, tmp_path / "fresh", executor="local", data_root=data_root, progress=False, log=quiet
+    )
+    assert fresh.stage_runs == 1
+    (record,) = fresh.records
+    assert record["artifacts"][0]["computed"] is True
+    assert record["metrics"]["target_test"]["overall"]["mpjpe"] == pytest.approx(
+        by["ddc"]["metrics"]["target_test"]["overall"]["mpjpe"], rel=1e-4
+    )
 
 
-def test_same_trial_twice_gives_identical_results(tmp_path, data_root, tiny_grid):
+def test_same_trial_twice_gives_the_same_results(tmp_path, data_root, tiny_grid):
     grid = load_grid(tiny_grid(methods=["source-only"]))
     first = run_grid(
         grid, tmp_path / "a", executor="local", data_root=data_root, progress=False, log=quiet
@@ -206,16 +272,20 @@ def test_same_trial_twice_gives_identical_results(tmp_path, data_root, tiny_grid
     second = run_grid(
         grid, tmp_path / "b", executor="local", data_root=data_root, progress=False, log=quiet
     ).records[0]
-    assert first["metrics"]["target_test"]["overall"] == second["metrics"]["target_test"]["overall"]
+    # Two runs build two instances of the network, whose outputs may differ in the last
+    # bits on some CPUs (oneDNN picks kernels by memory alignment): equal to rounding.
+    a_metrics = first["metrics"]["target_test"]["overall"]
+    b_metrics = second["metrics"]["target_test"]["overall"]
+    assert a_metrics == pytest.approx(b_metrics, rel=1e-4, abs=1e-6)
     a = read_predictions(tmp_path / "a", first["trial_id"])
     b = read_predictions(tmp_path / "b", second["trial_id"])
-    np.testing.assert_array_equal(a["kp2d"], b["kp2d"])
+    np.testing.assert_allclose(a["kp2d"], b["kp2d"], rtol=0, atol=1e-3)
 
 
 def test_shards_made_with_other_data_settings_are_refused_not_reused(
     tmp_path, data_root, tiny_grid
 ):
-    prepare(load_grid(tiny_grid(methods=["source-only"])).trials, data_root, quiet, False)
+    prepare(list(load_grid(tiny_grid(methods=["source-only"])).trials), data_root, False)
     other = load_grid(tiny_grid(methods=["source-only"], data={"n_train": 48}))
     with pytest.raises(DabenchError, match=r"different fingerprint.*n_train=48.*DABENCH_DATA"):
         run_grid(other, tmp_path / "results", executor="local", data_root=data_root, log=quiet)

@@ -1,43 +1,67 @@
-"""Method registry, cards, hyper-parameter resolution, data needs and selection rules."""
+"""Method registry, cards, hyper-parameter resolution, stage declarations, data checks
+and selection rules."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import subprocess
+import sys
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
 import torch
+from conftest import StepStub
 
-from bench.data.views import DataNeed, check_needs, role_fields, split_source_val
+from bench.data.pairs import split_source_val
+from bench.data.views import Backgrounds, Labelled, Masked, check_views
 from bench.errors import DabenchError
-from bench.methods.base import Hparams, Method
+from bench.methods.base import build_method
 from bench.methods.cards import list_method_cards, resolve_method
-from bench.methods.registry import get_method_class, method_names, register_method
-from bench.metrics import MetricReport
+from bench.methods.spec import (
+    Hparams,
+    MethodSpec,
+    Optim,
+    Share,
+    Stage,
+    get_spec,
+    method_names,
+    register_method,
+)
 from bench.models.pose_net import ModelConfig
-from bench.trainer import Evaluation
-from bench.trial import select
+from bench.selection import get_rule
 
 
 def test_builtin_methods_are_registered_and_carded():
-    assert {"source-only", "oracle"} <= set(method_names())
+    assert {"source-only", "oracle", "ddc", "dan", "dann", "causal-interventions"} <= set(
+        method_names()
+    )
     cards = {c.name: c for c in list_method_cards()}
     assert cards["source-only"].category == "source-only"
     assert cards["oracle"].category == "oracle"
     for card in cards.values():
-        assert get_method_class(card.adapter).name == card.adapter
+        spec = get_spec(card.adapter)
+        assert spec.name == card.adapter
+        assert spec.method_class().spec is spec  # the adapter names its declaration
+
+
+def test_declarations_import_without_torch():
+    code = (
+        "import sys; from bench.methods.spec import method_names; method_names(); "
+        "import bench.grid; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_unknown_method_lists_valid_ones():
     with pytest.raises(DabenchError, match="unknown method 'sauce-only'; valid methods:.*oracle"):
-        get_method_class("sauce-only")
+        get_spec("sauce-only")
 
 
 def test_registering_two_classes_under_one_name_is_an_error():
     with pytest.raises(DabenchError, match="registered twice"):
 
         @register_method("source-only")
-        class Impostor(Method):
+        class Impostor(MethodSpec):
             pass
 
 
@@ -49,7 +73,7 @@ class _Hp(Hparams):
 
 
 @register_method("test-precedence")
-class _Precedence(Method):
+class _Precedence(MethodSpec):
     Hparams = _Hp
 
 
@@ -77,44 +101,52 @@ def pair(hand_pair):
     return hand_pair()
 
 
-def test_data_needs_are_checked_against_the_shards(pair, monkeypatch):
-    check_needs(
-        "m",
-        {
-            DataNeed.SOURCE_LABELS,
-            DataNeed.TARGET_IMAGES,
-            DataNeed.TARGET_MASKS,
-            DataNeed.TARGET_FRAME_PAIRS,
-            DataNeed.TARGET_MULTI_VIEW,
-        },
-        pair,
-    )
-    with pytest.raises(DabenchError, match="backgrounds: no background images"):
-        check_needs("m", {DataNeed.BACKGROUNDS}, pair)
+def test_stage_views_are_checked_against_the_shards(pair, monkeypatch):
+    check_views("m", {"source": Labelled("source"), "target": Masked("target")}, pair)
+    with pytest.raises(DabenchError, match="synth-backgrounds"):
+        check_views("m", {"bg": Backgrounds()}, pair)
     # A target without masks (as most real datasets) cannot feed a mask-supervised method.
-    real_info = pair.info
+    real_info = type(pair).info
 
-    def no_masks(role):
-        info = real_info(role)
+    def no_masks(self, role):
+        info = real_info(self, role)
         if role == "target_train":
-            from dataclasses import replace
-
             return replace(info, fields=tuple(f for f in info.fields if f != "masks"))
         return info
 
-    monkeypatch.setattr(type(pair), "info", lambda self, role: no_masks(role))
-    with pytest.raises(
-        DabenchError, match="method m cannot run on .*target_masks: synth-hand-wild has no masks"
-    ):
-        check_needs("m", {DataNeed.TARGET_MASKS}, pair)
+    monkeypatch.setattr(type(pair), "info", no_masks)
+    with pytest.raises(DabenchError, match="method m cannot run on .*masks"):
+        check_views("m", {"t": Masked("target")}, pair)
 
 
-def test_role_fields_follow_needs():
-    assert role_fields({DataNeed.SOURCE_LABELS}) == {
-        "source": ("images", "kp2d", "kp3d", "vis", "K")
-    }
-    roles = role_fields({DataNeed.SOURCE_LABELS, DataNeed.TARGET_IMAGES, DataNeed.TARGET_MASKS})
-    assert roles["target"] == ("images", "masks")
+def test_stage_declarations_are_checked():
+    views = {"source": Labelled("source")}
+    with pytest.raises(DabenchError, match="batch sizes for \\['target'\\]"):
+        Stage("s", views=views, batch_sizes={"target": 4})
+    with pytest.raises(DabenchError, match="at most one optimiser"):
+        Stage("s", views=views, optimizers={"a": Optim(), "b": Optim()})
+    with pytest.raises(DabenchError, match="unknown optimiser factory 'adagrad'"):
+        Optim(factory="adagrad")
+    with pytest.raises(DabenchError, match="unknown schedule 'cyclic'"):
+        Optim(schedule=replace(Optim().schedule, kind="cyclic"))
+
+    class Bad(MethodSpec):
+        name = "bad"
+        Hparams = _Hp
+
+        @classmethod
+        def stages(cls, hp):
+            return [
+                Stage("fine", views=views, length=Share(0.5)),
+                Stage("pre", views=views, length=Share(0.5), evaluate=False),
+            ]
+
+        @classmethod
+        def losses(cls, hp, stage):
+            return ("pose",)
+
+    with pytest.raises(DabenchError, match="pre-training stages .* must come before"):
+        Bad.checked_stages(_Hp())
 
 
 def test_source_val_split_holds_out_the_tail():
@@ -125,32 +157,31 @@ def test_source_val_split_holds_out_the_tail():
 
 
 def _evaluation(step, target, source_val):
-    def report(v):
-        return MetricReport(
-            overall={"mpjpe": v},
-            per_joint={},
-            per_group={},
-            per_sample={},
-            version="1",
-            joint_set="hand21",
-            joints=(),
-        )
-
-    return Evaluation(
-        step=step,
-        reports={"target_test": report(target), "source_val": report(source_val)},
-        predictions={},
-    )
+    return {
+        "step": step,
+        "stage": "train",
+        "metrics": {
+            "target_test": {"overall": {"mpjpe": target}},
+            "source_val": {"overall": {"mpjpe": source_val}},
+        },
+    }
 
 
 def test_selection_rules_pick_the_named_checkpoint():
     evals = [_evaluation(1, 50.0, 30.0), _evaluation(2, 40.0, 35.0), _evaluation(3, 45.0, 32.0)]
-    assert select(evals, "last").step == 3
-    assert select(evals, "source-val").step == 1
-    assert select(evals, "target-oracle").step == 2
-    with pytest.raises(DabenchError, match="unknown selection rule"):
-        select(evals, "best")
-    assert select([], "last") is None
+    assert get_rule("last").choose(evals)["step"] == 3
+    assert get_rule("source-val").choose(evals)["step"] == 1
+    assert get_rule("target-oracle").choose(evals)["step"] == 2
+    with pytest.raises(DabenchError, match="unknown selection rule 'best'; valid: last"):
+        get_rule("best")
+    assert get_rule("last").choose([]) is None
+    # a diverged checkpoint (non-finite target error) is never chosen
+    evals.append(_evaluation(4, float("nan"), 1.0))
+    assert get_rule("source-val").choose(evals)["step"] == 1
+    assert get_rule("last").choose(evals)["step"] == 4  # "last" reports what happened
+    no_val = [{**e, "metrics": {"target_test": e["metrics"]["target_test"]}} for e in evals]
+    with pytest.raises(DabenchError, match="needs the source_val split"):
+        get_rule("source-val").choose(no_val)
 
 
 def test_source_only_and_oracle_train_and_predict(pair):
@@ -158,7 +189,7 @@ def test_source_only_and_oracle_train_and_predict(pair):
     config = ModelConfig(img_size=32, head_channels=32)
     for name in ("source-only", "oracle"):
         resolved = resolve_method(name)
-        method = resolved.cls(resolved.hparams, config, 21, pair.root)
+        method = build_method(resolved.spec, resolved.hparams, config, 21, pair.root)
         batch = {
             role: {
                 "images": torch.randint(0, 255, (4, 32, 32, 3), dtype=torch.uint8),
@@ -168,7 +199,7 @@ def test_source_only_and_oracle_train_and_predict(pair):
             }
             for role in ("source", "target")
         }
-        losses = method.training_step("train", batch, 0, 0.0)
+        losses = method.training_step("train", batch, StepStub())
         assert set(losses) == {"pose"} and torch.isfinite(losses["pose"])
         losses["pose"].backward()
         assert any(p.grad is not None for p in method.parameters())

@@ -8,11 +8,15 @@ import math
 
 import pytest
 import torch
+from conftest import StepStub
 
-from bench.data.views import DataNeed, infinite_batches, role_fields
+from bench.data.views import Images, Labelled
 from bench.errors import DabenchError
 from bench.grid import load_grid
+from bench.losses import mmd
+from bench.methods.base import build_method
 from bench.methods.cards import load_method_card, resolve_method
+from bench.methods.specs import dan as dan_spec
 from bench.models.pose_net import ModelConfig
 from bench.runner import run_grid
 from bench.store import read_record, trial_dir
@@ -35,28 +39,20 @@ def data_root(pair):
 
 @pytest.fixture(scope="module")
 def batches(pair):
-    """Three DA batches {"source": labels, "target": images} as the trainer builds them."""
-    fields = role_fields({DataNeed.SOURCE_LABELS, DataNeed.TARGET_IMAGES})
-    paths = {"source": pair.source_train, "target": pair.target_train}
-    iters = {
-        role: infinite_batches(paths[role], f, BATCH, seed=k)
-        for k, (role, f) in enumerate(sorted(fields.items()))
-    }
-    out = []
-    for _ in range(3):
-        out.append(
-            {
-                role: {k: v for k, v in next(it).items() if k != "index"}
-                for role, it in iters.items()
-            }
-        )
-    return out
+    """Three DA batches {"source": labels, "target": images} from the views the methods
+    declare."""
+    views = {"source": Labelled("source"), "target": Images("target")}
+    streams = {role: v.stream(pair, BATCH, seed=k) for k, (role, v) in enumerate(views.items())}
+    return [
+        {role: {k: v for k, v in next(s).items() if k != "index"} for role, s in streams.items()}
+        for _ in range(3)
+    ]
 
 
 def build(entry: str, root: int, **overrides):
     torch.manual_seed(0)
     resolved = resolve_method(entry, overrides)
-    return resolved.cls(resolved.hparams, MODEL, 21, root=root)
+    return build_method(resolved.spec, resolved.hparams, MODEL, 21, root)
 
 
 def backbone_grad_norm(method) -> float:
@@ -74,7 +70,9 @@ def test_card_variants_resolve_and_reported_numbers_are_structured(name):
     assert card.category == "domain-adaptation" and card.fidelity == "faithful"
     assert card.paper and len(card.choices) >= 5
     base = resolve_method(name)
-    assert base.cls.data_needs(base.hparams) == {DataNeed.SOURCE_LABELS, DataNeed.TARGET_IMAGES}
+    (stage,) = base.spec.checked_stages(base.hparams)
+    assert stage.views == {"source": Labelled("source"), "target": Images("target")}
+    assert base.spec.warm_start is True  # adapts a source-only network when asked
     assert card.variants
     for variant in card.variants:
         resolved = resolve_method(f"{name}/{variant}")
@@ -118,6 +116,9 @@ def test_bad_hyper_parameters_are_one_clear_error():
     with pytest.raises(DabenchError, match="'adapt_dim' must be int"):
         resolve_method("ddc", {"adapt_dim": 2.5})
     assert resolve_method("dan", {"alphas": [1, 2]}).hparams.alphas == (1.0, 2.0)
+    # the torch-free declaration names the loss module's choices
+    assert dan_spec.ESTIMATORS == mmd.ESTIMATORS
+    assert dan_spec.DEFAULT_ALPHAS == mmd.DEFAULT_ALPHAS
 
 
 # ---------------------------------------------------------------- training steps
@@ -134,7 +135,7 @@ def test_method_trains_and_predicts(entry, pair, batches):
     if entry == "dan/backbone-only":
         expected = {"pose", "mmd"}
     for step, batch in enumerate(batches):
-        losses = method.training_step("train", batch, step, step / len(batches))
+        losses = method.training_step("train", batch, StepStub(step, step / len(batches)))
         assert set(losses) == expected
         assert all(torch.isfinite(v) and v.ndim == 0 for v in losses.values()), losses
         opt.zero_grad()
@@ -143,7 +144,7 @@ def test_method_trains_and_predicts(entry, pair, batches):
 
     # The alignment terms alone reach the backbone (DANN: with λ > 0).
     opt.zero_grad()
-    losses = method.training_step("train", batches[0], 10, 0.5)
+    losses = method.training_step("train", batches[0], StepStub(10, 0.5))
     sum(v for k, v in losses.items() if k != "pose").backward()
     assert backbone_grad_norm(method) > 0
 
@@ -160,7 +161,7 @@ def test_forward_pass_is_one_concatenated_batch(pair, batches):
     method = build("ddc", pair.root)
     seen = []
     method.net.backbone.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
-    method.training_step("train", batches[0], 0, 0.0)
+    method.training_step("train", batches[0], StepStub(0, 0.0))
     assert seen == [2 * BATCH]
 
 
@@ -171,7 +172,7 @@ def test_unequal_batch_sizes_are_an_error(pair, batches):
         "target": {"images": batches[0]["target"]["images"][:5]},
     }
     with pytest.raises(DabenchError, match="equal source and target batch sizes, got 8 and 5"):
-        method.training_step("train", batch, 0, 0.0)
+        method.training_step("train", batch, StepStub(0, 0.0))
 
 
 def test_dann_schedule_and_metrics(pair, batches):
@@ -180,17 +181,17 @@ def test_dann_schedule_and_metrics(pair, batches):
     assert method.grl_lambda(0, 0.0) == 0.0
     assert method.grl_lambda(123, 0.5) == pytest.approx(0.98661, abs=1e-5)
     # λ = 0 at the first step: the adversarial loss sends nothing back to the backbone.
-    losses = method.training_step("train", batches[0], 0, 0.0)
+    losses = method.training_step("train", batches[0], StepStub(0, 0.0))
     assert method.grl.coeff == 0.0
     losses["adv"].backward()
     assert backbone_grad_norm(method) == 0.0
     assert any(float(p.grad.abs().sum()) > 0 for p in method.discriminator.parameters())
-    method.training_step("train", batches[1], 1, 0.25)
-    metrics = method.metrics_step()
+    method.training_step("train", batches[1], StepStub(1, 0.25))
+    metrics = method.scalars()
     assert set(metrics) == {"disc_acc", "grl_lambda"}
     assert 0.0 <= metrics["disc_acc"] <= 1.0
     assert metrics["grl_lambda"] == pytest.approx(2 / (1 + math.exp(-2.5)) - 1)
-    assert set(method.metrics_step()) == {"grl_lambda"}  # the window was reset
+    assert set(method.scalars()) == {"grl_lambda"}  # the window was reset
 
     # λ depends on the hyper-parameters only: swap them in rather than build two more nets.
     method.hparams = resolve_method("dann/tllib-schedule").hparams

@@ -1,83 +1,105 @@
-"""The method adapter interface: one small class per method.
-
-DomainBed's lesson (an algorithm is a class with an update and a predict) plus what pose
-UDA needs: declared data needs, several stages, typed hyper-parameters. The trainer owns
-optimisation; a method only says which losses to minimise on a batch.
-"""
+"""The method adapter interface: one small class per method (DomainBed's lesson), beside
+its torch-free declaration (:mod:`bench.methods.spec`). The trainer owns optimisation; a
+method builds its modules, says which losses to minimise on a batch and, where a paper
+asks for it, acts at the start of a stage (freeze, copy, load) and after an optimiser step
+(an EMA teacher)."""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import nn
 
-from bench.data.views import DataNeed
+from bench.config import ModelConfig
 from bench.errors import DabenchError
-from bench.models.pose_net import ModelConfig, PoseNet, Prediction
-from bench.typed import coerce_value, type_name
+from bench.methods.spec import MethodSpec, Stage
+from bench.models.pose_net import PoseNet, Prediction
 
-
-@dataclass(frozen=True)
-class Stage:
-    """A training stage: a share of the step budget, which parameters it trains, and a
-    learning-rate multiplier. ``params`` None trains every parameter of the method."""
-
-    name: str
-    share: float = 1.0
-    lr_scale: float = 1.0
-    params: Callable[[Method], Iterable[nn.Parameter]] | None = None
-
-
-@dataclass(frozen=True)
-class Hparams:
-    """Base of every method's typed hyper-parameters (a frozen dataclass)."""
-
+if TYPE_CHECKING:
+    from pathlib import Path
 
 Batch = Mapping[str, Mapping[str, torch.Tensor]]
 
 
-class Method(nn.Module):
-    """Base class of method adapters. Subclasses set ``needs`` and ``Hparams`` and
-    implement :meth:`training_step`; the default :meth:`predict` decodes the pose net."""
+class StepContext(Protocol):
+    """What ``training_step`` may use of the trainer (see :class:`bench.trainer.Trainer`)."""
 
-    name: ClassVar[str] = ""
-    needs: ClassVar[frozenset[DataNeed]] = frozenset({DataNeed.SOURCE_LABELS})
-    Hparams: ClassVar[type] = Hparams
+    step: int  # optimisation steps done before this one, over the whole run
+    progress: float  # 0 → 1 over the current stage (schedules such as DANN's λ_p)
+
+    def backward(self, loss: torch.Tensor, optimizer: str) -> None: ...
+
+    def optimizer_step(self, optimizer: str) -> None: ...
+
+
+class StageContext(Protocol):
+    """What ``on_stage_start`` may use: the artifacts of earlier stages and whether the
+    run is being resumed (the hook is replayed before a checkpoint is loaded)."""
+
+    artifacts: Mapping[str, Path]
+    resuming: bool
+
+
+class Method(nn.Module):
+    """Base class of method adapters. Subclasses set ``spec`` and implement
+    :meth:`training_step`; the default :meth:`predict` decodes the pose net."""
+
+    spec: ClassVar[type[MethodSpec]] = MethodSpec
 
     def __init__(self, hparams: Any, model_config: ModelConfig, num_joints: int, root: int):
         super().__init__()
         self.hparams = hparams
         self.root = root
         self.net = PoseNet(model_config, num_joints)
-
-    @classmethod
-    def data_needs(cls, hparams: Any) -> frozenset[DataNeed]:
-        """The data this method needs with these hyper-parameters (a variant may need
-        other data than the default, e.g. background images instead of target images)."""
-        return cls.needs
+        # Modules a stage froze: kept in eval mode whatever train() is asked (a frozen
+        # copy's BatchNorm statistics and dropout must not change).
+        self._frozen: list[nn.Module] = []
 
     @property
-    def active_needs(self) -> frozenset[DataNeed]:
-        return self.data_needs(self.hparams)
+    def name(self) -> str:
+        return self.spec.name
 
     def stages(self) -> list[Stage]:
-        return [Stage("train")]
+        return self.spec.checked_stages(self.hparams)
 
-    def training_step(
-        self, stage: str, batch: Batch, step: int, progress: float
-    ) -> dict[str, torch.Tensor]:
-        """Losses to minimise on one batch (the trainer sums them). ``progress`` runs from
-        0 to 1 over the stage, for schedules such as DANN's λ_p."""
+    # -- hooks -------------------------------------------------------------------------------
+    def on_stage_start(self, stage: Stage, ctx: StageContext) -> None:
+        """Called before a stage's first step (and replayed, in order, when a run resumes)."""
+
+    def training_step(self, stage: str, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """The stage's declared losses on one batch (``batch[role][field]``). In a manual
+        stage the method calls ``ctx.backward``/``ctx.optimizer_step`` itself and returns
+        the losses detached, for the log."""
         raise NotImplementedError
 
-    def metrics_step(self) -> dict[str, float]:
+    def after_optimizer_step(self, stage: str, optimizer: str, ctx: StepContext) -> None:
+        """Called after each optimiser step (e.g. an EMA teacher's update)."""
+
+    def scalars(self) -> dict[str, float]:
         """Extra scalars to log with the losses (e.g. discriminator accuracy)."""
         return {}
 
+    def export_artifact(self, stage: str, directory: Path) -> None:
+        """Write data a stage produces besides the weights (e.g. predicted masks) into
+        ``directory``; the weights are stored by the harness."""
+
+    # -- frozen modules -------------------------------------------------------------------------
+    def freeze(self, module: nn.Module) -> None:
+        """No gradients and eval mode for ``module`` from now on."""
+        module.requires_grad_(False)
+        module.eval()
+        if not any(m is module for m in self._frozen):
+            self._frozen.append(module)
+
+    def train(self, mode: bool = True) -> Method:
+        super().train(mode)
+        for module in self._frozen:
+            module.eval()
+        return self
+
+    # -- prediction ------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> Prediction:
         """2D keypoints (px) and root-relative depth (mm) for uint8 images [B, H, W, 3]."""
@@ -88,15 +110,14 @@ class Method(nn.Module):
         return self.net.integral_loss(out, data["kp2d"], data["kp3d"], data["vis"], self.root)
 
 
-def coerce_hparams(cls: type, values: Mapping[str, Any], where: str) -> Any:
-    """Build ``cls`` from ``values``; unknown keys and wrong types are one clear error that
-    names the method's valid keys and types."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        valid = ", ".join(f"{n} ({type_name(f.type)})" for n, f in fields.items()) or "none"
-        raise DabenchError(f"{where}: unknown hyper-parameter(s) {unknown}; valid: {valid}")
-    fixed = {}
-    for key, value in values.items():
-        fixed[key] = coerce_value(value, fields[key].type, f"{where}: hyper-parameter {key!r}")
-    return cls(**fixed)
+def build_method(
+    spec: type[MethodSpec], hparams: Any, model_config: ModelConfig, num_joints: int, root: int
+) -> Method:
+    """The adapter of ``spec`` built with these settings."""
+    cls = spec.method_class()
+    if getattr(cls, "spec", None) is not spec:
+        raise DabenchError(
+            f"method {spec.name}: its adapter {cls.__name__} declares spec "
+            f"{getattr(cls, 'spec', None)!r}, not {spec.__name__}"
+        )
+    return cls(hparams, model_config, num_joints, root)

@@ -4,19 +4,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.config import CATEGORIES
 from bench.errors import DabenchError
-from bench.methods.base import Method, coerce_hparams
-from bench.methods.registry import get_method_class
+from bench.methods.spec import MethodSpec, coerce_hparams, get_spec, hparams_dict, split_label
 from bench.paths import method_cards_dir
 from bench.yaml_files import read_card
 
-CATEGORIES = ("source-only", "domain-adaptation", "domain-generalisation", "oracle")
 _REQUIRED = ("name", "adapter", "category", "title", "description")
 _OPTIONAL = (
     "paper",
@@ -52,11 +50,12 @@ class MethodCard:
 
 @dataclass(frozen=True)
 class ResolvedMethod:
-    """A grid entry resolved: the card, the adapter class and the typed hyper-parameters."""
+    """A grid entry resolved: the card, the method's declaration and the typed
+    hyper-parameters."""
 
     card: MethodCard
     variant: str | None
-    cls: type[Method]
+    spec: type[MethodSpec]
     hparams: Any
 
     @property
@@ -64,10 +63,7 @@ class ResolvedMethod:
         return self.card.name + (f"/{self.variant}" if self.variant else "")
 
     def hparams_dict(self) -> dict[str, Any]:
-        return {
-            k: list(v) if isinstance(v, tuple) else v
-            for k, v in dataclasses.asdict(self.hparams).items()
-        }
+        return hparams_dict(self.hparams)
 
 
 def _parse(path: Path) -> MethodCard:
@@ -113,9 +109,9 @@ def resolve_method(entry: str, overrides: Mapping[str, Any] | None = None) -> Re
 
     Precedence: the adapter's dataclass defaults < card defaults < the variant < the grid.
     """
-    name, _, variant = entry.partition("/")
+    name, variant = split_label(entry)
     card = load_method_card(name)
-    cls = get_method_class(card.adapter)
+    spec = get_spec(card.adapter)
     values = dict(card.defaults)
     if variant:
         if variant not in card.variants:
@@ -123,5 +119,5 @@ def resolve_method(entry: str, overrides: Mapping[str, Any] | None = None) -> Re
             raise DabenchError(f"unknown variant {variant!r} of method {name!r}; valid: {valid}")
         values.update(card.variants[variant] or {})
     values.update(overrides or {})
-    hparams = coerce_hparams(cls.Hparams, values, f"method {entry}")
-    return ResolvedMethod(card=card, variant=variant or None, cls=cls, hparams=hparams)
+    hparams = coerce_hparams(spec.Hparams, values, f"method {entry}")
+    return ResolvedMethod(card=card, variant=variant, spec=spec, hparams=hparams)

@@ -18,14 +18,13 @@ in DG), c = φ(pool(f(x))) the real feature and u = E(x) the VAE's abducted exog
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.errors import DabenchError
-from bench.methods.base import Batch, DataNeed, Hparams, Method, Stage
+from bench.config import ModelConfig
+from bench.methods.base import Batch, Method, StepContext
 from bench.methods.causal_modules import (
     FeatureDiscriminator,
     FeatureGenerator,
@@ -37,82 +36,9 @@ from bench.methods.causal_modules import (
     vae_input_size,
     vae_pixels,
 )
-from bench.methods.common import WindowMean, check_non_negative, check_positive_int
-from bench.methods.registry import register_method
-from bench.models.pose_net import ModelConfig, coord_l1
-
-SETTINGS: tuple[str, ...] = ("da", "dg")  # SD + TD (target images) | SD + UD (backgrounds)
-INTERVENTIONS: tuple[str, ...] = ("both", "swap", "prior")
-
-
-@dataclass(frozen=True)
-class CausalHparams(Hparams):
-    setting: str = "da"
-    pose_weight: float = 1.0
-    vae_weight: float = 1.0  # 0: no VAE; every intervention is then a prior sample
-    kl_weight: float = 1.0  # β of the ELBO (1 = the plain VAE of Table 1's reference [4])
-    fact_weight: float = 1.0
-    gen_pose_weight: float = 1.0
-    feat_pose_weight: float = 1.0
-    adv_weight: float = 0.1  # f's and g's adversarial terms; 0 switches the adversary off
-    # Which interventions produce counterfactual features: "swap" sets the exogenous code to
-    # an image of the other domain, "prior" draws it from the VAE prior N(0, I).
-    interventions: str = "both"
-    feat_dim: int = 256  # generated-feature dimension (Table 3: 128 / 256 / 512 / 1024)
-    latent_dim: int = 256  # VAE latent (Table 1: FC_1&2 256 d)
-    # Images per step the VAE decodes and reconstructs (half source, half other); every
-    # image is still encoded for its code. At Table 1's widths the decoder costs about as
-    # much per image as the pose network, so a small VAE batch keeps the step in budget.
-    # 0 decodes every image of the step.
-    vae_batch: int = 16
-    gen_hidden: int = 1024
-    disc_hidden: int = 1024
-    dropout: float = 0.5
-    warmup_share: float = 0.1  # share of the steps in which g and D do not train yet
-
-    def __post_init__(self) -> None:
-        where = "causal-interventions"
-        if self.setting not in SETTINGS:
-            raise DabenchError(
-                f"{where}: unknown setting {self.setting!r}; valid: {', '.join(SETTINGS)}"
-            )
-        if self.interventions not in INTERVENTIONS:
-            raise DabenchError(
-                f"{where}: unknown interventions {self.interventions!r}; valid: "
-                f"{', '.join(INTERVENTIONS)}"
-            )
-        check_non_negative(
-            where,
-            pose_weight=self.pose_weight,
-            vae_weight=self.vae_weight,
-            kl_weight=self.kl_weight,
-            fact_weight=self.fact_weight,
-            gen_pose_weight=self.gen_pose_weight,
-            feat_pose_weight=self.feat_pose_weight,
-            adv_weight=self.adv_weight,
-            vae_batch=self.vae_batch,
-        )
-        check_positive_int(
-            where,
-            feat_dim=self.feat_dim,
-            latent_dim=self.latent_dim,
-            gen_hidden=self.gen_hidden,
-            disc_hidden=self.disc_hidden,
-        )
-        if not 0.0 <= self.dropout < 1.0:
-            raise DabenchError(f"{where}: dropout must be in [0, 1), got {self.dropout!r}")
-        if not 0.0 <= self.warmup_share < 1.0:
-            raise DabenchError(
-                f"{where}: warmup_share must be in [0, 1), got {self.warmup_share!r}"
-            )
-
-    @property
-    def uses_generator(self) -> bool:
-        return self.fact_weight > 0 or self.gen_pose_weight > 0 or self.adv_weight > 0
-
-    @property
-    def uses_features(self) -> bool:
-        return self.uses_generator or self.feat_pose_weight > 0
+from bench.methods.common import WindowMean
+from bench.methods.specs.causal import CausalHparams, CausalSpec
+from bench.models.pose_net import coord_l1
 
 
 class PoseReadout(nn.Module):
@@ -135,27 +61,18 @@ def _bce(logits: Tensor, real: bool) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, target)
 
 
-@register_method("causal-interventions")
 class CausalInterventions(Method):
     """Pose extractor f + volumetric predictor h, trained with a VAE (abduction of the
     exogenous code), a feature generator g(pose, code) and a feature discriminator D; see
     the module docstring and the method card."""
 
-    needs = frozenset({DataNeed.SOURCE_LABELS, DataNeed.TARGET_IMAGES})
-    Hparams = CausalHparams
-
-    @classmethod
-    def data_needs(cls, hparams: CausalHparams) -> frozenset[DataNeed]:
-        if hparams.setting == "dg":
-            return frozenset({DataNeed.SOURCE_LABELS, DataNeed.BACKGROUNDS})
-        return frozenset({DataNeed.SOURCE_LABELS, DataNeed.TARGET_IMAGES})
+    spec = CausalSpec
 
     def __init__(
         self, hparams: CausalHparams, model_config: ModelConfig, num_joints: int, root: int
     ) -> None:
         super().__init__(hparams, model_config, num_joints, root)
         hp = hparams
-        self.other_role = "backgrounds" if hp.setting == "dg" else "target"
         self.vae_size = vae_input_size(model_config.img_size)
         # Parts an ablation switches off are not built: no dead parameters in the optimiser.
         self.encoder: VAEEncoder | None = None
@@ -183,30 +100,16 @@ class CausalInterventions(Method):
         )
         self._disc_acc = WindowMean()
 
-    # -- stages ---------------------------------------------------------------------------
-    def stages(self) -> list[Stage]:
-        ws = self.hparams.warmup_share
-        if ws > 0 and self.generator is not None:
-            # The VAE's codes and the real features are meaningless at initialisation, so g
-            # and D start once the pose network, the read-out and the VAE have warmed up.
-            return [
-                Stage("warmup", share=ws, params=CausalInterventions.warmup_parameters),
-                Stage("joint", share=1.0 - ws),
-            ]
-        return [Stage("joint")]
-
+    # -- training ---------------------------------------------------------------------------
     def warmup_parameters(self) -> Iterator[nn.Parameter]:
         for part in (self.net, self.projector, self.readout, self.encoder, self.decoder):
             if part is not None:
                 yield from part.parameters()
 
-    # -- training ---------------------------------------------------------------------------
-    def training_step(
-        self, stage: str, batch: Batch, step: int, progress: float
-    ) -> dict[str, Tensor]:
+    def training_step(self, stage: str, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
         hp = self.hparams
         src = batch["source"]
-        other = batch[self.other_role]["images"]
+        other = batch["other"]["images"]
         n = src["images"].shape[0]
         joint = stage != "warmup"
         adversary = joint and self.discriminator is not None
@@ -279,19 +182,24 @@ class CausalInterventions(Method):
                 self.readout(gen), y.repeat(reps, 1, 1), vis.repeat(reps, 1)
             )
 
-        if adversary:
-            real_all = real if align_other else real[:n]
-            d = self.discriminator
-            logit_real, logit_fake = d.logits(real_all.detach()), d.logits(gen_cf.detach())
-            losses["disc"] = 0.5 * (_bce(logit_real, True) + _bce(logit_fake, False))
-            # f and g fool a frozen copy of D (non-saturating), so that one summed backward
-            # trains D on its loss only and f, g on theirs only.
-            losses["adv_f"] = hp.adv_weight * _bce(self._frozen_logits(real_all), False)
-            losses["adv_g"] = hp.adv_weight * _bce(self._frozen_logits(gen_cf), True)
-            self._disc_acc.add(
-                0.5 * ((logit_real > 0).float().mean() + (logit_fake <= 0).float().mean())
-            )
-        return losses
+        if not adversary:
+            return losses
+        # GAN alternation, as DomainBed's and pytorch-adapt's adversarial updates: D steps
+        # on its loss first; then f, g and the rest step on theirs against the updated D.
+        real_all = real if align_other else real[:n]
+        d = self.discriminator
+        logit_real, logit_fake = d.logits(real_all.detach()), d.logits(gen_cf.detach())
+        losses["disc"] = 0.5 * (_bce(logit_real, True) + _bce(logit_fake, False))
+        self._disc_acc.add(
+            0.5 * ((logit_real > 0).float().mean() + (logit_fake <= 0).float().mean())
+        )
+        ctx.backward(losses["disc"], "disc")
+        ctx.optimizer_step("disc")
+        losses["adv_f"] = hp.adv_weight * _bce(d.logits(real_all), False)
+        losses["adv_g"] = hp.adv_weight * _bce(d.logits(gen_cf), True)
+        ctx.backward(sum(v for k, v in losses.items() if k != "disc"), "model")
+        ctx.optimizer_step("model")
+        return {k: v.detach() for k, v in losses.items()}
 
     def _vae_subset(self, n_source: int, n_all: int, device: torch.device) -> Tensor:
         """Indices of the images the VAE reconstructs this step: the first ⌈k/2⌉ source and
@@ -308,11 +216,6 @@ class CausalInterventions(Method):
             ]
         )
 
-    def _frozen_logits(self, feat: Tensor) -> Tensor:
-        d = self.discriminator
-        params = {k: v.detach() for k, v in d.net.named_parameters()}
-        return torch.func.functional_call(d.net, params, (feat,)).squeeze(-1)
-
-    def metrics_step(self) -> dict[str, float]:
+    def scalars(self) -> dict[str, float]:
         acc = self._disc_acc.pop()
         return {} if acc is None else {"disc_acc": acc}

@@ -1,5 +1,5 @@
-"""Pieces several method adapters share: the joint source+target forward pass, a logged
-window mean, and hyper-parameter range checks."""
+"""Pieces several method adapters share: the joint source+target forward pass and a logged
+window mean."""
 
 from __future__ import annotations
 
@@ -49,15 +49,3 @@ class WindowMean:
         mean = float(self._sum) / self._count
         self._sum, self._count = None, 0
         return mean
-
-
-def check_non_negative(where: str, **values: float) -> None:
-    for name, value in values.items():
-        if not value >= 0:
-            raise DabenchError(f"{where}: {name} must be >= 0, got {value!r}")
-
-
-def check_positive_int(where: str, **values: int) -> None:
-    for name, value in values.items():
-        if not value > 0:
-            raise DabenchError(f"{where}: {name} must be a positive integer, got {value!r}")

@@ -27,21 +27,9 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 
+from bench.config import BACKBONES
 from bench.errors import DabenchError
 
-BACKBONES: tuple[str, ...] = (
-    "resnet18",
-    "resnet50",
-    "resnet101",
-    "vit_tiny",
-    "vit_small",
-    "vit_base",
-    "hrnet_w32",
-    # Small CNNs for CPU budgets (the quickstart): stride 32, random init like the rest.
-    "resnet10t",
-    "regnetx_002",
-    "mobilenetv3_small_100",
-)
 _SMALL_CNNS = ("resnet10t", "regnetx_002", "mobilenetv3_small_100")
 
 _VIT_MODELS = {

@@ -29,48 +29,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from bench.config import ModelConfig
 from bench.errors import DabenchError
-from bench.models.backbones import BACKBONES, Backbone, create_backbone, normalize_images
+from bench.models.backbones import Backbone, create_backbone, normalize_images
 from bench.models.heads import Head25D, VolumetricHead, num_deconv_for
 from bench.models.heatmaps import gaussian_targets, image_to_heatmap, soft_argmax_2d, soft_argmax_3d
-
-HEADS: tuple[str, ...] = ("2.5d", "volumetric")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    backbone: str = "resnet18"
-    img_size: int = 64
-    patch_size: int | None = None  # ViT only; default 16
-    output_stride: int = 32  # ResNet only: 32, 16 or 8 (dilated last stages)
-    head: str = "2.5d"  # "2.5d" | "volumetric"
-    heatmap_stride: int = 4  # input px per heatmap cell
-    depth_bins: int = 16  # volumetric only
-    head_channels: int = 256
-    depth_range_mm: float = 400.0  # root-relative depth range mapped to [-0.5, 0.5]
-    weights: str | None = None  # local backbone weight file
-    # Auxiliary heatmap supervision: KL between the softmax heatmap (2.5D; the volume
-    # marginalised over depth for volumetric) and a normalised Gaussian at the label, with
-    # this weight (0 = off). Dense gradients make training from scratch converge faster.
-    heatmap_loss: float = 0.0
-    heatmap_sigma: float = 1.0  # heatmap cells
-
-    def __post_init__(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise DabenchError(f"unknown backbone {self.backbone!r}; valid: {', '.join(BACKBONES)}")
-        if self.head not in HEADS:
-            raise DabenchError(f"unknown head {self.head!r}; valid: {', '.join(HEADS)}")
-        for name in ("img_size", "heatmap_stride", "depth_bins", "head_channels"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise DabenchError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
-        if self.img_size % self.heatmap_stride:
-            raise DabenchError(
-                f"img_size {self.img_size} is not a multiple of heatmap_stride "
-                f"{self.heatmap_stride}"
-            )
-        if not self.depth_range_mm > 0:
-            raise DabenchError(f"depth_range_mm must be > 0, got {self.depth_range_mm!r}")
 
 
 @dataclass

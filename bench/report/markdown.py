@@ -9,34 +9,27 @@ import pandas as pd
 
 from bench.atomic import atomic_path
 from bench.errors import DabenchError
-from bench.grid import SELECTION_RULES
 from bench.metrics import METRICS_VERSION
 from bench.report.tables import MAIN_METRICS, main_table, short_pair
+from bench.selection import RULES, SELECTION_RULES
 from bench.store import load
-
-RULE_TEXT = {
-    "last": "the last checkpoint (no model selection)",
-    "source-val": "the checkpoint with the lowest MPJPE on held-out source training data "
-    "(no target labels)",
-    "target-oracle": "the checkpoint with the lowest MPJPE on the target test set itself — "
-    "an optimistic upper bound, as published pose-DA code reports",
-}
 
 
 def caption(df: pd.DataFrame, rule: str) -> str:
     seeds = df.groupby(["label", "source", "target"])["seed"].nunique()
     n = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
     warm = ""
-    if "init" in df and df["init"].notna().any():
-        adapt = sorted(set(df.loc[df["init"].notna(), "steps"]))
-        base = sorted(set(df.loc[df["init"].isna(), "steps"]))
+    if "warm_start" in df and df["warm_start"].notna().any():
+        adapt = sorted(set(df.loc[df["warm_start"].notna(), "steps"]))
+        base = sorted(set(df.loc[df["warm_start"].isna(), "steps"]))
+        starts = ", ".join(sorted(set(df["warm_start"].dropna())))
         warm = (
-            f"Domain-adaptation rows start from the pair's source-only weights (same seed) and "
+            f"Domain-adaptation rows start from the pair's {starts} weights (same seed) and "
             f"adapt for {', '.join(map(str, adapt))} steps; the other rows train "
             f"{', '.join(map(str, base))} steps from scratch. "
         )
     return (
-        f"Target test split. {warm}Model selection: **{rule}** — {RULE_TEXT[rule]}. "
+        f"Target test split. {warm}Model selection: **{rule}** — {RULES[rule].description}. "
         f"{n} seed(s) per cell; ± is the standard deviation over seeds (shown when n > 1). "
         "MPJPE: mean root-relative joint error (mm, ground-truth root depth used to lift 2.5D "
         "predictions); PA-MPJPE: after similarity Procrustes alignment (rotations only, no "

@@ -12,9 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.methods.supervised import SourceOnly, SupervisedHparams
+from bench.methods.specs.supervised import SupervisedHparams
+from bench.methods.supervised import SourceOnly
 from bench.models.pose_net import ModelConfig
-from bench.trainer import TrainConfig, Trainer
+from bench.trainer import StepContext, TrainConfig, Trainer
 
 BATCH = 32
 
@@ -32,10 +33,10 @@ def setup(hand_pair, tmp_path_factory):
         workdir=tmp_path_factory.mktemp("work"),
         progress=False,
     )
-    trainer.make_optimizer([p for p in method.parameters() if p.requires_grad], 1.0)
-    batch = next(trainer._loaders()["source"])
-    batch = {"source": trainer._to_device(batch)}
-    return method, trainer, batch
+    stage = trainer.stages[0]
+    update = trainer.updater(stage)
+    trainer.streams = trainer.open_streams(stage)
+    return method, update, trainer.next_batch()
 
 
 @pytest.mark.benchmark(group="trainer-overhead")
@@ -58,9 +59,10 @@ def test_bare_pytorch_step(benchmark, setup):
 
 @pytest.mark.benchmark(group="trainer-overhead")
 def test_trainer_step(benchmark, setup):
-    _, trainer, batch = setup
+    _, update, batch = setup
+    ctx = StepContext(update)
     loss = benchmark.pedantic(
-        lambda: trainer.train_step("train", batch, 0, 0.0),
+        lambda: sum(update.step(batch, ctx).values()).detach(),
         rounds=5 if not benchmark.disabled else 1,
         warmup_rounds=1,
     )

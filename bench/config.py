@@ -1,0 +1,128 @@
+"""The settings a grid gives every trial — model and training — as torch-free frozen
+dataclasses, with the names of the choices they allow. Kept apart from the code that uses
+them so that parsing grids, `dabench grid show` and `dabench report` never import torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.errors import DabenchError
+
+BACKBONES: tuple[str, ...] = (
+    "resnet18",
+    "resnet50",
+    "resnet101",
+    "vit_tiny",
+    "vit_small",
+    "vit_base",
+    "hrnet_w32",
+    # Small CNNs for CPU budgets (the quickstart): stride 32, random init like the rest.
+    "resnet10t",
+    "regnetx_002",
+    "mobilenetv3_small_100",
+)
+HEADS: tuple[str, ...] = ("2.5d", "volumetric")
+AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+# Method categories (cards, records, report groups).
+CATEGORIES: tuple[str, ...] = (
+    "source-only",
+    "domain-adaptation",
+    "domain-generalisation",
+    "oracle",
+)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "resnet18"
+    img_size: int = 64
+    patch_size: int | None = None  # ViT only; default 16
+    output_stride: int = 32  # ResNet only: 32, 16 or 8 (dilated last stages)
+    head: str = "2.5d"  # "2.5d" | "volumetric"
+    heatmap_stride: int = 4  # input px per heatmap cell
+    depth_bins: int = 16  # volumetric only
+    head_channels: int = 256
+    depth_range_mm: float = 400.0  # root-relative depth range mapped to [-0.5, 0.5]
+    weights: str | None = None  # local backbone weight file
+    # Auxiliary heatmap supervision: KL between the softmax heatmap (2.5D; the volume
+    # marginalised over depth for volumetric) and a normalised Gaussian at the label, with
+    # this weight (0 = off). Dense gradients make training from scratch converge faster.
+    heatmap_loss: float = 0.0
+    heatmap_sigma: float = 1.0  # heatmap cells
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise DabenchError(f"unknown backbone {self.backbone!r}; valid: {', '.join(BACKBONES)}")
+        if self.head not in HEADS:
+            raise DabenchError(f"unknown head {self.head!r}; valid: {', '.join(HEADS)}")
+        for name in ("img_size", "heatmap_stride", "depth_bins", "head_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise DabenchError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+        if self.img_size % self.heatmap_stride:
+            raise DabenchError(
+                f"img_size {self.img_size} is not a multiple of heatmap_stride "
+                f"{self.heatmap_stride}"
+            )
+        if not self.depth_range_mm > 0:
+            raise DabenchError(f"depth_range_mm must be > 0, got {self.depth_range_mm!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training budget and optimisation defaults shared by every method of a grid.
+    A method's stages may set their own optimiser, learning rate, decay and schedule; what
+    they leave unset comes from here."""
+
+    steps: int = 1000  # the budget that stage lengths given as a share divide
+    adapt_steps: int = 0  # budget of warm-started (adapting) trials; 0 = steps
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
+    eval_every: int = 250
+    eval_batch_size: int = 256
+    eval_source_test: bool = True
+    source_val_fraction: float = 0.1  # held out of source train for source-val selection
+    amp: str = "none"  # none | bf16 | fp16 (fp16 with loss scaling, CUDA only)
+    device: str = "auto"
+    threads: int = 0  # torch intra-op threads; 0: the trial's CPU resources
+    workers: int = 0  # DataLoader workers per batch role
+    deterministic: bool = False  # deterministic kernels (slower on GPU)
+    log_every: int = 10
+    keep_checkpoint: bool = False  # keep checkpoint.pt (weights + optimiser) after the trial
+    max_failures: int = 1  # Ray retries of a trial that crashed (not of a bad configuration)
+
+    def __post_init__(self) -> None:
+        if self.amp not in AMP_MODES:
+            raise DabenchError(f"train.amp {self.amp!r} is not one of {AMP_MODES}")
+        if self.device not in DEVICES:
+            raise DabenchError(f"train.device {self.device!r} is not one of {DEVICES}")
+        for name in ("steps", "batch_size", "eval_every", "eval_batch_size", "log_every"):
+            if getattr(self, name) <= 0:
+                raise DabenchError(f"train.{name} must be positive, got {getattr(self, name)}")
+        for name in ("adapt_steps", "warmup_steps", "max_failures", "threads", "workers"):
+            if getattr(self, name) < 0:
+                raise DabenchError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.source_val_fraction < 0.5:
+            raise DabenchError("train.source_val_fraction must be in [0, 0.5)")
+        if self.grad_clip < 0:
+            raise DabenchError(f"train.grad_clip must be >= 0, got {self.grad_clip}")
+
+
+# Train settings that do not change what is learned: excluded from trial ids and artifact
+# keys, so that changing them reuses finished work.
+NON_SEMANTIC_TRAIN: tuple[str, ...] = (
+    "threads",
+    "workers",
+    "log_every",
+    "device",
+    "eval_batch_size",
+    "keep_checkpoint",
+    "max_failures",
+)
+# Train settings that change only what is evaluated, not the weights (evaluation runs under
+# a forked RNG): excluded from artifact keys, kept in trial ids.
+EVALUATION_TRAIN: tuple[str, ...] = ("eval_every", "eval_source_test")

@@ -1,0 +1,67 @@
+"""Making sure a node's shards exist before it trains: synthetic shards are generated
+(once, under a file lock, so concurrent trials never generate the same shard twice) and
+shards made with other data settings are refused, never silently used. Real datasets are
+converted by the user; their absence is an error raised by :func:`~bench.data.pairs.pair_shards`."""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.data.cards import load_dataset_card
+from bench.data.pairs import BACKGROUNDS_CARD
+from bench.errors import ShardMismatchError
+from bench.paths import shard_root
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (created if missing) for the block's duration."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_shards(
+    source: str,
+    target: str,
+    data: Mapping[str, int],
+    root: Path | None = None,
+    *,
+    backgrounds: bool = False,
+    progress: bool = False,
+) -> None:
+    """Generate the pair's synthetic shards (and the background images when asked) if
+    they are missing."""
+    from bench.data.synthetic.build import synthesize
+
+    root = root or shard_root()
+    cards = [source, target] + ([BACKGROUNDS_CARD] if backgrounds else [])
+    for card_name in cards:
+        if load_dataset_card(card_name).synthetic is None:
+            continue
+        with file_lock(root / ".locks" / f"{card_name}.lock"):
+            try:
+                synthesize(
+                    card_name,
+                    root,
+                    n_train=data["n_train"],
+                    n_test=data["n_test"],
+                    size=data["size"],
+                    seed=data["seed"],
+                    progress=progress,
+                )
+            except ShardMismatchError as exc:
+                raise ShardMismatchError(
+                    f"{exc}. The grid asks for n_train={data['n_train']}, "
+                    f"n_test={data['n_test']}, size={data['size']}, seed={data['seed']}: "
+                    f"keep grids with other data settings in another data root "
+                    f"($DABENCH_DATA), or regenerate with `dabench data synth {card_name} "
+                    "--overwrite` and those settings"
+                ) from exc

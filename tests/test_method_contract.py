@@ -1,0 +1,154 @@
+"""The contract every registered method keeps, checked for every card and every variant
+(a method added later is checked by adding its card): it builds, its stages' views accept
+tiny shards, one step of each stage returns exactly its declared losses, ``predict`` gives
+pixels and millimetres of the right shapes, and a run interrupted after a checkpoint and
+resumed ends with the same weights and metrics as an uninterrupted one."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bench.config import TrainConfig
+from bench.data.pairs import pair_shards
+from bench.data.synthetic.build import synthesize
+from bench.data.views import check_views
+from bench.methods.base import build_method
+from bench.methods.cards import list_method_cards, resolve_method
+from bench.models.pose_net import ModelConfig
+from bench.trainer import StageContext, StageUpdater, StepContext, Trainer
+
+SIZE = 32
+CASES = [
+    card.name + (f"/{variant}" if variant else "")
+    for card in list_method_cards()
+    for variant in (None, *card.variants)
+]
+
+
+# Tiny models: one intra-op thread is faster, and far faster on a loaded machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    root = tmp_path_factory.mktemp("contract-shards")
+    cards = ["synth-hand-clean", "synth-hand-wild", "synth-backgrounds"]
+    synthesize(cards, root, n_train=40, n_test=8, size=SIZE, progress=False)
+    return pair_shards("synth-hand-clean", "synth-hand-wild", root)
+
+
+def build(entry: str, pair):
+    resolved = resolve_method(entry)
+    model = ModelConfig(
+        backbone="resnet10t", img_size=SIZE, head_channels=16, depth_bins=8, **resolved.card.model
+    )
+    torch.manual_seed(0)
+    method = build_method(resolved.spec, resolved.hparams, model, 21, pair.root)
+    return resolved, method
+
+
+def config(**changes) -> TrainConfig:
+    settings = dict(
+        steps=4,
+        batch_size=4,
+        eval_every=2,
+        warmup_steps=1,
+        log_every=1,
+        eval_batch_size=8,
+        source_val_fraction=0.1,
+    )
+    return TrainConfig(**{**settings, **changes})
+
+
+def test_every_method_has_cases():
+    names = {c.partition("/")[0] for c in CASES}
+    assert {"source-only", "oracle", "ddc", "dan", "dann", "causal-interventions"} <= names
+
+
+@pytest.mark.parametrize("entry", CASES)
+def test_builds_checks_steps_and_predicts(entry, pair):
+    resolved, method = build(entry, pair)
+    stages = method.stages()
+    assert [s.name for s in stages] == [s.name for s in resolved.spec.stages(resolved.hparams)]
+    for stage in stages:
+        check_views(entry, stage.views, pair)
+    for k, stage in enumerate(stages):
+        method.on_stage_start(stage, StageContext({}))
+        method.train()
+        update = StageUpdater(method, stage, config(), steps=2)
+        streams = {
+            role: view.stream(pair, stage.batch_sizes.get(role, 4), seed=k)
+            for role, view in stage.views.items()
+        }
+        batch = {
+            role: {f: v for f, v in next(s).items() if f != "index"} for role, s in streams.items()
+        }
+        before = [p.detach().clone() for p in method.parameters() if p.requires_grad]
+        losses = update.step(batch, StepContext(update, 0, 0.0))
+        declared = resolved.spec.losses(resolved.hparams, stage.name)
+        assert set(losses) == set(declared), stage.name
+        for name, value in losses.items():
+            assert value.ndim == 0 and math.isfinite(float(value.detach())), (stage.name, name)
+        after = [p for p in method.parameters() if p.requires_grad]
+        assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True)), stage.name
+    method.eval()
+    images = torch.randint(0, 256, (3, SIZE, SIZE, 3), dtype=torch.uint8)
+    pred = method.predict(images)
+    assert pred.kp2d.shape == (3, 21, 2) and pred.rel_depth.shape == (3, 21)
+    assert torch.isfinite(pred.kp2d).all() and torch.isfinite(pred.rel_depth).all()
+    assert ((pred.kp2d >= -0.5) & (pred.kp2d <= SIZE - 0.5)).all()  # pixels of the crop
+    assert torch.all(pred.rel_depth[:, pair.root] == 0)  # millimetres from the root
+    assert pred.rel_depth.abs().max() <= method.net.config.depth_range_mm
+
+
+def _weights(method) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in method.state_dict().items()}
+
+
+def _assert_same(a, b, what: str) -> None:
+    """Bitwise where the CPU's kernels allow it. Two instances of one network can differ in
+    the last bits on some CPUs (oneDNN picks kernels by memory alignment), so otherwise
+    the runs must agree to rounding error."""
+    if all(torch.equal(a[k], b[k]) for k in a):
+        return
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=f"{what}: {k}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", CASES)
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(entry, pair, tmp_path):
+    def run(workdir, **kwargs):
+        _, method = build(entry, pair)
+        trainer = Trainer(method, pair, config(), seed=3, workdir=workdir, progress=False, **kwargs)
+        return method, trainer.fit()
+
+    whole, result = run(tmp_path / "whole")
+    assert result.status == "ok" and [e.step for e in result.evaluations] == [2, 4]
+
+    real = StageUpdater.step
+
+    def crash_at_third_step(self, batch, ctx):
+        if ctx.step == 2:
+            raise RuntimeError("node lost")
+        return real(self, batch, ctx)
+
+    StageUpdater.step = crash_at_third_step
+    try:
+        with pytest.raises(RuntimeError, match="node lost"):
+            run(tmp_path / "cut", resume=True, run_id="r")
+    finally:
+        StageUpdater.step = real
+    resumed, again = run(tmp_path / "cut", resume=True, run_id="r")
+    assert again.timings["resumed"] is True
+    _assert_same(_weights(whole), _weights(resumed), entry)
+    assert [e.step for e in again.evaluations] == [2, 4]
+    for ours, theirs in zip(result.evaluations, again.evaluations, strict=True):
+        for split, metrics in ours.metrics.items():
+            expected = {k: v for k, v in metrics["overall"].items() if v is not None}
+            got = {k: theirs.metrics[split]["overall"][k] for k in expected}
+            assert got == pytest.approx(expected, rel=1e-4, abs=1e-4), (entry, split)
+    assert [e["step"] for e in again.losses] == [e["step"] for e in result.losses]
