@@ -16,13 +16,23 @@ from torch import nn
 
 from bench.config import TrainConfig
 from bench.data.views import Images, Labelled
+from bench.errors import DabenchError
 from bench.grid import load_grid
 from bench.methods.base import Method, build_method
 from bench.methods.cards import resolve_method
-from bench.methods.spec import Hparams, MethodSpec, Optim, Share, Stage, Steps, register_method
+from bench.methods.spec import (
+    Epochs,
+    Hparams,
+    MethodSpec,
+    Optim,
+    Share,
+    Stage,
+    Steps,
+    register_method,
+)
 from bench.models.pose_net import ModelConfig
 from bench.runner import run_grid
-from bench.trainer import StageContext, Trainer
+from bench.trainer import StageContext, StageUpdater, StepContext, Trainer, stage_lengths
 
 
 @dataclass(frozen=True)
@@ -259,3 +269,55 @@ def test_a_method_that_does_not_opt_in_is_never_warm_started(tmp_path, toy_cards
     assert by["toy"].start.method == "toy" and by["toy"].train["steps"] == 4
     assert by["ddc"].start.method == "source-only" and by["ddc"].train["steps"] == 2
     assert resolve_method("toy").card.category == "domain-adaptation"
+
+
+def test_stage_lengths_in_steps_epochs_and_shares():
+    views = {"target": Images("target")}
+
+    def stage(name, length):
+        return Stage(name, views=views, length=length)
+
+    shares = [stage("a", Share(0.1)), stage("b", Share(0.9))]
+    assert stage_lengths(shares, 15, lambda s: 0) == {"a": 1, "b": 14}  # sums to the budget
+    mixed = [stage("pre", Epochs(2.5)), stage("fix", Steps(7)), stage("rest", Share(0.5))]
+    # an epoch of the stage's view is 10 batches here
+    assert stage_lengths(mixed, 100, lambda s: 10.0) == {"pre": 25, "fix": 7, "rest": 50}
+    with pytest.raises(DabenchError, match="epochs of 'source', not one of its views"):
+        Stage("x", views=views, length=Epochs(1, role="source"))
+
+
+def test_epochs_follow_the_views_units(pair, tmp_path):
+    class EpochSpec(ToySpec):
+        @classmethod
+        def stages(cls, hp):
+            first, second = ToySpec.stages(hp)
+            return [
+                Stage(
+                    "pretrain",
+                    views=first.views,
+                    length=Epochs(1),
+                    evaluate=False,
+                    batch_sizes={"target": 16},
+                ),
+                second,
+            ]
+
+    class EpochToy(Toy):
+        spec = EpochSpec
+
+    EpochSpec.adapter = EpochToy
+    method = build_method(EpochSpec, ToyHparams(), MODEL, 21, 0)
+    config = TrainConfig(steps=2, batch_size=8, eval_every=2)
+    trainer = Trainer(method, pair, config, seed=0, workdir=tmp_path, progress=False)
+    # 48 target training images in batches of 16: one epoch is 3 steps
+    assert trainer.lengths["pretrain"] == 3
+
+
+def test_declared_losses_are_checked_every_step(pair):
+    method = toy()
+    stage = method.stages()[0]
+    update = StageUpdater(method, stage, TrainConfig(), steps=1)
+    batch = {"target": {"images": torch.zeros(2, 32, 32, 3, dtype=torch.uint8)}}
+    method.training_step = lambda stage, batch, ctx: {"recon": torch.zeros(()), "extra": 0}
+    with pytest.raises(DabenchError, match=r"returned losses \['extra', 'recon'\].*declares"):
+        update.step(batch, StepContext(update))
