@@ -89,6 +89,23 @@ def test_tiny_grid_through_local_ray(tmp_path, data_root, tiny_grid):
     )
     assert summary.ran == 2 and not summary.failed
     check_store(results, grid, data_root)
+    # A stage run and the trial that starts from it, in two waves, each node with its own
+    # resources: the warm start's source-only network comes from a stage run here.
+    warm = load_grid(
+        tiny_grid(
+            methods=["ddc"],
+            warm_start="source-only",
+            train={"adapt_steps": 2},
+            resources={"cpu": 1, "methods": {"ddc": {"cpu": 2}}},
+        )
+    )
+    assert warm.trials[0].resources == {"cpu": 2, "gpu": 0}
+    summary = run_grid(
+        warm, results, executor="ray", data_root=data_root, progress=False, log=quiet
+    )
+    assert summary.stage_runs == 1 and not summary.failed
+    (record,) = summary.records
+    assert record["artifacts"][0]["computed"] is True and record["device"] == "cpu:2 threads"
 
 
 def test_failed_trial_is_recorded_and_retried(tmp_path, data_root, monkeypatch, tiny_grid):

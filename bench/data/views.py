@@ -379,7 +379,7 @@ class FromArtifact(View):
             have = ", ".join(sorted(artifacts or {})) or "none"
             raise DabenchError(
                 f"{self.describe()}: no artifacts of stage {self.stage} (stages with "
-                f"artifacts: {have}); that stage must run earlier in the same trial"
+                f"artifacts: {have}); that stage must come earlier in the method's plan"
             )
         path = Path(artifacts[self.stage]) / self.file
         _check_artifact(path, self.fields, len(base), self._path(pair))
