@@ -259,7 +259,6 @@ class Trainer:
         seed: int,
         workdir: Path,
         *,
-        budget: int | None = None,
         run: list[str] | None = None,
         artifacts: Mapping[str, Path] | None = None,
         evaluate: bool = True,
@@ -274,7 +273,6 @@ class Trainer:
         self.config = config
         self.seed = seed
         self.workdir = Path(workdir)
-        self.budget = budget or config.steps
         self.artifacts = dict(artifacts or {})
         self.evaluate = evaluate
         self.progress = progress
@@ -299,7 +297,9 @@ class Trainer:
             check_views(method.name, stage.views, pair)
         num = pair.info("source_train").num_samples
         self.source_train, self.source_val = split_source_val(num, config.source_val_fraction)
-        self.lengths = stage_lengths(self.plan, self.budget, self._epoch_steps)
+        # config.steps is the budget shares divide (adapt_steps for a warm-started trial:
+        # the grid puts it there)
+        self.lengths = stage_lengths(self.plan, config.steps, self._epoch_steps)
         self.total_steps = sum(self.lengths[s.name] for s in self.stages)
         self.method.to(self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp == "fp16")
