@@ -75,6 +75,17 @@ def test_quadratic_estimator_equals_a_naive_double_loop():
     assert got == pytest.approx(naive_mk_mmd2_quadratic(x, y), rel=1e-5, abs=1e-7)
 
 
+@pytest.mark.parametrize("offset", [100.0, 1000.0])
+def test_quadratic_estimator_is_stable_far_from_the_origin(offset):
+    # features with mean/std = 100 and 1,000 in float32, against a float64 reference
+    x = torch.randn(16, 32, generator=gen(14)) + offset
+    y = torch.randn(16, 32, generator=gen(15)) * 1.3 + offset + 0.5
+    exact = mk_mmd2(x.double(), y.double(), estimator="quadratic").item()
+    got = mk_mmd2(x, y, estimator="quadratic").item()
+    assert exact > 0.02  # a real difference to measure
+    assert got == pytest.approx(exact, rel=1e-3)
+
+
 def test_linear_estimator_uses_disjoint_quad_tuples():
     x = torch.randn(7, 3, generator=gen(6))  # odd: the last sample is dropped
     y = torch.randn(7, 3, generator=gen(7)) + 1.0
