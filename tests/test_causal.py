@@ -446,7 +446,7 @@ def test_invalid_hyper_parameters_are_one_clear_error():
 # -- card and data needs -----------------------------------------------------------------
 def test_card():
     card = load_method_card("causal-interventions")
-    assert card.category == "domain-adaptation" and card.fidelity == "reconstructed"
+    assert card.category == "domain-adaptation"
     assert card.model == {"head": "volumetric"}
     assert "RECONSTRUCTED" in card.description
     assert any(c.startswith("[paper]") for c in card.choices)

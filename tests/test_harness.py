@@ -78,6 +78,9 @@ def test_tiny_grid_local_executor_resume_and_report(tmp_path, data_root, capsys,
     text = (results / "report.md").read_text()
     assert "Source only" in text and "Oracle" in text and "hand-clean → hand-wild" in text
     assert "Model selection: **last**" in text and "**" in text.split("|", 1)[1]
+    methods = text.split("## Methods", 1)[1].split("## Trials")[0]
+    assert "| Source only" in methods and "| faithful" in methods
+    assert "- faithful: the method as published" in methods and "- adapted:" not in methods
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from bench.data.pairs import split_source_val
 from bench.data.views import Backgrounds, Labelled, Masked, check_views
 from bench.errors import DabenchError
 from bench.methods.base import build_method
-from bench.methods.cards import list_method_cards, resolve_method
+from bench.methods.cards import FIDELITY, list_method_cards, resolve_method
 from bench.methods.spec import (
     Hparams,
     MethodSpec,
@@ -53,6 +53,24 @@ def test_declarations_import_without_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_every_card_states_a_fidelity_level_with_its_promise(tmp_path, monkeypatch):
+    for card in list_method_cards():
+        assert card.fidelity in FIDELITY, card.name
+        # adapting or reconstructing a method is only honest with the changes listed
+        if card.fidelity != "faithful":
+            assert len(card.choices) >= 3, card.name
+    assert set(FIDELITY) == {"faithful", "adapted", "reconstructed"}
+    assert all(len(promise) > 40 for promise in FIDELITY.values())
+    monkeypatch.setenv("DABENCH_METHOD_CARDS", str(tmp_path))
+    card = "name: x\nadapter: source-only\ncategory: oracle\ntitle: X\ndescription: d\n"
+    (tmp_path / "x.yaml").write_text(card)
+    with pytest.raises(DabenchError, match=r"missing key\(s\) \['fidelity'\]"):
+        resolve_method("x")
+    (tmp_path / "x.yaml").write_text(card + "fidelity: exact\n")
+    with pytest.raises(DabenchError, match="fidelity 'exact' is not one of faithful, adapted"):
+        resolve_method("x")
+
+
 def test_unknown_method_lists_valid_ones():
     with pytest.raises(DabenchError, match="unknown method 'sauce-only'; valid methods:.*oracle"):
         get_spec("sauce-only")
@@ -82,7 +100,7 @@ def test_hparam_precedence_dataclass_card_variant_grid(tmp_path, monkeypatch):
     monkeypatch.setenv("DABENCH_METHOD_CARDS", str(tmp_path))
     (tmp_path / "prec.yaml").write_text(
         "name: prec\nadapter: test-precedence\ncategory: domain-adaptation\ntitle: P\n"
-        "description: d\ndefaults: {alpha: 3.0}\nvariants:\n  big: {beta: 7}\n"
+        "description: d\nfidelity: faithful\ndefaults: {alpha: 3.0}\nvariants:\n  big: {beta: 7}\n"
     )
     assert resolve_method("prec").hparams == _Hp(alpha=3.0, beta=2, gamma=False)
     assert resolve_method("prec/big").hparams == _Hp(alpha=3.0, beta=7)

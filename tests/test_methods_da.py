@@ -67,7 +67,7 @@ def backbone_grad_norm(method) -> float:
 @pytest.mark.parametrize("name", DA_METHODS)
 def test_card_variants_resolve_and_reported_numbers_are_structured(name):
     card = load_method_card(name)
-    assert card.category == "domain-adaptation" and card.fidelity == "faithful"
+    assert card.category == "domain-adaptation"
     assert card.paper and len(card.choices) >= 5
     base = resolve_method(name)
     (stage,) = base.spec.checked_stages(base.hparams)

@@ -191,8 +191,8 @@ def toy_cards(tmp_path, monkeypatch):
     cards.mkdir()
     (cards / "toy.yaml").write_text(
         "name: toy\nadapter: test-toy-two-stage\ncategory: domain-adaptation\ntitle: Toy\n"
-        "description: a two-stage test method\nvariants:\n  fine2: {fine_weight: 2.0}\n"
-        "  pre2: {pre_weight: 2.0}\n"
+        "description: a two-stage test method\nfidelity: faithful\n"
+        "variants:\n  fine2: {fine_weight: 2.0}\n  pre2: {pre_weight: 2.0}\n"
     )
     monkeypatch.setenv("DABENCH_METHOD_CARDS", str(cards))
     return cards

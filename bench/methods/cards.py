@@ -15,14 +15,23 @@ from bench.methods.spec import MethodSpec, coerce_hparams, get_spec, hparams_dic
 from bench.paths import method_cards_dir
 from bench.yaml_files import read_card
 
-_REQUIRED = ("name", "adapter", "category", "title", "description")
+# What a card's fidelity level promises about the method it runs.
+FIDELITY: dict[str, str] = {
+    "faithful": "the method as published: its losses, stages and settings as the paper gives "
+    "them; the card's choices only fill gaps the paper leaves",
+    "adapted": "the published objective, with what the paper fixes for another task or "
+    "network (which layers are aligned, optimiser, schedule, loss scales) changed for pose, "
+    "each change listed in the card's choices",
+    "reconstructed": "the paper's objective is not (fully) available; the method is our "
+    "reading of what is, every inferred part marked in the card's choices",
+}
+_REQUIRED = ("name", "adapter", "category", "title", "description", "fidelity")
 _OPTIONAL = (
     "paper",
     "defaults",
     "variants",
     "ablation_groups",
     "reported",
-    "fidelity",
     "choices",
     "model",
 )
@@ -36,12 +45,12 @@ class MethodCard:
     title: str
     description: str
     path: Path
+    fidelity: str
     paper: str = ""
     defaults: Mapping[str, Any] = field(default_factory=dict)
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     ablation_groups: Mapping[str, Any] = field(default_factory=dict)
     reported: Any = None
-    fidelity: str = "faithful"
     choices: tuple[str, ...] = ()
     # Model settings the method's paper fixes (e.g. a volumetric head); they override the
     # grid's model section for this method's trials.
@@ -72,6 +81,11 @@ def _parse(path: Path) -> MethodCard:
         raise DabenchError(
             f"method card {path}: category {raw['category']!r} is not one of {CATEGORIES}"
         )
+    if raw["fidelity"] not in FIDELITY:
+        raise DabenchError(
+            f"method card {path}: fidelity {raw['fidelity']!r} is not one of "
+            f"{', '.join(FIDELITY)}"
+        )
     return MethodCard(
         name=raw["name"],
         adapter=raw["adapter"],
@@ -84,7 +98,7 @@ def _parse(path: Path) -> MethodCard:
         variants=raw.get("variants") or {},
         ablation_groups=raw.get("ablation_groups") or {},
         reported=raw.get("reported"),
-        fidelity=raw.get("fidelity", "faithful"),
+        fidelity=raw["fidelity"],
         choices=tuple(raw.get("choices") or ()),
         model=raw.get("model") or {},
     )

@@ -9,8 +9,9 @@ import pandas as pd
 
 from bench.atomic import atomic_path
 from bench.errors import DabenchError
+from bench.methods.cards import FIDELITY
 from bench.metrics import METRICS_VERSION
-from bench.report.tables import MAIN_METRICS, main_table, short_pair
+from bench.report.tables import MAIN_METRICS, main_table, methods_table, short_pair
 from bench.selection import RULES, SELECTION_RULES
 from bench.store import load
 
@@ -67,6 +68,8 @@ def write_report(results: Path, rule: str | None = None) -> Path:
     if rule not in SELECTION_RULES:
         raise DabenchError(f"unknown selection rule {rule!r}; valid: {', '.join(SELECTION_RULES)}")
     table = main_table(df, rule, MAIN_METRICS)
+    methods = methods_table(df)
+    levels = set(methods["Fidelity"])
     grids = ", ".join(sorted(set(df["grid"])))
     status = df["status"].value_counts().to_dict()
     parts = [
@@ -79,6 +82,12 @@ def write_report(results: Path, rule: str | None = None) -> Path:
         "## Domain gap",
         "",
         *(gap_lines(df, rule) or ["- (needs both a source-only and an oracle row)"]),
+        "",
+        "## Methods",
+        "",
+        methods.to_markdown(index=False, tablefmt="github"),
+        "",
+        *[f"- {level}: {FIDELITY[level]}." for level in FIDELITY if level in levels],
         "",
         "## Trials",
         "",

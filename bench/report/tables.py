@@ -45,6 +45,31 @@ def method_title(label: str) -> str:
     return f"{title} — {variant}" if variant else title
 
 
+def method_fidelity(label: str) -> str:
+    """The fidelity level of ``method`` or ``method/variant`` ("unknown" without a card)."""
+    from bench.errors import DabenchError
+    from bench.methods.cards import load_method_card
+
+    try:
+        return load_method_card(label.partition("/")[0]).fidelity
+    except DabenchError:
+        return "unknown"
+
+
+def methods_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per method of the table: its title and how faithful it is to its paper."""
+    labels = sorted(
+        set(df["label"]),
+        key=lambda lb: (list(GROUPS).index(df.loc[df["label"] == lb, "category"].iloc[0]), lb),
+    )
+    return pd.DataFrame(
+        {
+            "Method": [method_title(lb) for lb in labels],
+            "Fidelity": [method_fidelity(lb) for lb in labels],
+        }
+    )
+
+
 def short_pair(source: str, target: str) -> str:
     """``synth-hand-clean → synth-hand-wild`` reads better as ``hand-clean → hand-wild``."""
     strip = "synth-" if source.startswith("synth-") and target.startswith("synth-") else ""
