@@ -15,6 +15,7 @@ from bench.data.synthetic.build import synthesize
 from bench.data.views import Backgrounds, Images, Labelled, check_views
 from bench.errors import DabenchError
 from bench.grid import load_grid
+from bench.methods import causal as causal_module
 from bench.methods.base import build_method
 from bench.methods.cards import load_method_card, resolve_method
 from bench.methods.causal import CausalInterventions
@@ -518,3 +519,77 @@ def test_end_to_end_through_the_harness_in_both_settings(tmp_path, tiny_grid):
         assert {"pose", "vae_rec", "fact", "disc", "adv_f", "disc_acc"} <= losses
         assert {e["stage"] for e in record["curves"]["losses"]} <= {"warmup", "joint"}
         assert record["spec"]["model"]["head"] == "volumetric"
+
+
+# -- what the method computes, pinned (each of these catches a planted bug) ------------------
+def _spy(monkeypatch, method):
+    """Record the VAE's codes, the generator's codes and the discriminator's inputs."""
+    seen: dict[str, list] = {"z": [], "u": [], "d": [], "enc": []}
+    real_rep = causal_module.reparameterize
+
+    def rep(mu, logvar):
+        z = real_rep(mu, logvar)
+        seen["z"].append(z.detach())
+        return z
+
+    monkeypatch.setattr(causal_module, "reparameterize", rep)
+    if method.generator is not None:
+        forward = method.generator.forward
+        monkeypatch.setattr(
+            method.generator, "forward", lambda p, u: seen["u"].append(u.detach()) or forward(p, u)
+        )
+    if method.discriminator is not None:
+        logits = method.discriminator.logits
+        monkeypatch.setattr(
+            method.discriminator, "logits", lambda f: seen["d"].append(f.detach()) or logits(f)
+        )
+    if method.encoder is not None:
+        encode = method.encoder.forward
+
+        def encoder(x):
+            mu, logvar = encode(x)
+            seen["enc"].append((x.detach(), mu.detach(), logvar.detach()))
+            return mu, logvar
+
+        monkeypatch.setattr(method.encoder, "forward", encoder)
+    return seen
+
+
+def test_swap_interventions_use_the_other_domains_codes(monkeypatch):
+    method = _method("causal-interventions/swap-only")
+    seen = _spy(monkeypatch, method)
+    _step(method)
+    (z,) = seen["z"]
+    (u,) = seen["u"]
+    n = 6
+    # factual codes are the source images' own, the interventions the other images'
+    assert torch.equal(u[:n], z[:n])
+    assert torch.equal(u[n:], z[n:])
+    assert not torch.allclose(z[:n], z[n:])
+
+
+@pytest.mark.parametrize(
+    ("entry", "rows"), [("causal-interventions", 12), ("causal-interventions/sd-ud", 6)]
+)
+def test_target_features_reach_the_adversary_only_in_the_da_setting(monkeypatch, entry, rows):
+    method = _method(entry)
+    seen = _spy(monkeypatch, method)
+    _step(method)
+    real_for_d = seen["d"][0]  # D's own update: the real features first
+    assert real_for_d.shape[0] == rows
+    if rows == 12:  # the target half is the projected target features, not a copy
+        assert not torch.allclose(real_for_d[:6], real_for_d[6:])
+
+
+def test_the_kl_term_is_the_elbo_per_pixel_value(monkeypatch):
+    method = _method("causal-interventions", kl_weight=0.5, vae_weight=2.0, vae_batch=4)
+    seen = _spy(monkeypatch, method)
+    losses = _step(method)
+    ((x, mu, logvar),) = seen["enc"]
+    sub = torch.tensor([0, 1, 6, 7])  # two source and two other images (vae_batch = 4)
+    mu, logvar = mu[sub].double(), logvar[sub].double()
+    kl = 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(-1).mean()
+    per_value = x[0].numel()  # 3 × S × S values per image
+    assert per_value == 3 * method.vae_size**2
+    expected = 2.0 * 0.5 * float(kl) / per_value
+    assert float(losses["vae_kl"]) == pytest.approx(expected, rel=1e-4)

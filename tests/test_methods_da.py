@@ -236,3 +236,76 @@ def test_tiny_grid_runs_every_da_method(tmp_path, data_root, tiny_grid):
             assert all("adv" in c for c in curves)
         else:
             assert all("mmd" in c for c in curves)
+
+
+# ---------------------------------------------------------------- what each method aligns
+
+
+def naive_kernel(a: torch.Tensor, b: torch.Tensor, base: float, alphas) -> float:
+    d2 = float(((a - b) ** 2).sum())
+    return sum(math.exp(-d2 / (2 * alpha * base)) for alpha in alphas) / len(alphas)
+
+
+def naive_mk_mmd2(x: torch.Tensor, y: torch.Tensor, estimator: str, alphas) -> float:
+    """DAN's MK-MMD² written out term by term (float64), independent of bench.losses."""
+    x, y = x.double(), y.double()
+    z = torch.cat([x, y])
+    base = float(((z[:, None] - z[None]) ** 2).sum(-1).mean())
+    n = len(x)
+    if estimator == "linear":
+        terms = [
+            naive_kernel(x[2 * i], x[2 * i + 1], base, alphas)
+            + naive_kernel(y[2 * i], y[2 * i + 1], base, alphas)
+            - naive_kernel(x[2 * i], y[2 * i + 1], base, alphas)
+            - naive_kernel(x[2 * i + 1], y[2 * i], base, alphas)
+            for i in range(n // 2)
+        ]
+        return sum(terms) / len(terms)
+    within = sum(
+        naive_kernel(a[i], a[j], base, alphas)
+        for a in (x, y)
+        for i in range(n)
+        for j in range(n)
+        if i != j
+    )
+    across = sum(naive_kernel(x[i], y[j], base, alphas) for i in range(n) for j in range(n))
+    return within / (n * (n - 1)) - 2 * across / n**2
+
+
+def joint_features(method, batch, with_head_pooled=False):
+    """The method's network on source + target in one pass, as the method must run it."""
+    images = torch.cat([batch["source"]["images"], batch["target"]["images"]])
+    return method.net(images, with_head_pooled=with_head_pooled)
+
+
+def test_ddc_aligns_the_adaptation_layer_of_the_joint_batch(pair, batches):
+    method = build("ddc", pair.root).train()
+    batch = batches[0]
+    losses = method.training_step("train", batch, StepStub())
+    with torch.no_grad():
+        a = method.adapt(joint_features(method, batch)["pooled"]).double()
+    expected = ((a[:BATCH].mean(0) - a[BATCH:].mean(0)) ** 2).sum()
+    assert float(losses["mmd"].detach()) == pytest.approx(0.25 * float(expected), rel=1e-4)
+    assert float(expected) > 1e-4  # the two domains differ in this layer
+
+
+@pytest.mark.parametrize("entry", ["dan", "dan/quadratic"])
+def test_dan_aligns_both_layers_source_against_target(entry, pair, batches):
+    method = build(entry, pair.root).train()
+    hp = method.hparams
+    batch = batches[1]
+    losses = method.training_step("train", batch, StepStub())
+    with torch.no_grad():
+        out = joint_features(method, batch, with_head_pooled=True)
+        a = method.adapt(out["pooled"])
+        h = out["head_pooled"]
+    for key, feat in (("mmd", a), ("mmd_head", h)):
+        expected = naive_mk_mmd2(feat[:BATCH], feat[BATCH:], hp.estimator, hp.alphas)
+        assert float(losses[key].detach()) == pytest.approx(
+            hp.trade_off * expected, rel=1e-4, abs=1e-7
+        )
+    # the two estimators differ on this batch, so a variant cannot silently use the other
+    other = "linear" if hp.estimator == "quadratic" else "quadratic"
+    assert naive_mk_mmd2(h[:BATCH], h[BATCH:], other, hp.alphas) != pytest.approx(
+        naive_mk_mmd2(h[:BATCH], h[BATCH:], hp.estimator, hp.alphas), rel=1e-3
+    )
