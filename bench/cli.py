@@ -84,6 +84,7 @@ def _grid_show(args: argparse.Namespace) -> None:
                 "source": s.source,
                 "target": s.target,
                 "seed": s.seed,
+                "head": s.model["head"],
                 "starts from": s.start.key if s.start else "",
                 "made by": f"trial {s.exported_by}" if s.exported_by else "itself",
             }

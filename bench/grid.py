@@ -246,15 +246,18 @@ class _Context:
     method_resources: Mapping[str, Mapping[str, float]]
 
 
-def _model(ctx: _Context, r: ResolvedMethod) -> dict[str, Any]:
+def _model(ctx: _Context, r: ResolvedMethod, fixed_by: ResolvedMethod | None = None) -> dict:
+    """The model a method trains with: the pair's defaults < the grid < the settings its
+    card fixes (< those of ``fixed_by``, the method a warm start is computed for)."""
     pair_model = {
         "img_size": ctx.data["size"],
         "depth_range_mm": DEPTH_RANGE_MM.get(ctx.joint_set, DEFAULT_DEPTH_RANGE_MM),
     }
     pair_model.update(ctx.model_section)
-    pair_model.update(
-        dataclass_overrides(ModelConfig, r.card.model, f"method card {r.card.name}: model")
-    )
+    for card in (r.card, fixed_by.card if fixed_by else None):
+        if card is not None:
+            where = f"method card {card.name}: model"
+            pair_model.update(dataclass_overrides(ModelConfig, card.model, where))
     return dataclasses.asdict(ModelConfig(**pair_model))
 
 
@@ -305,10 +308,15 @@ class _Plan:
 
 
 def _plan(
-    r: ResolvedMethod, ctx: _Context, selection: str, warm: _Plan | None, budget: int
+    r: ResolvedMethod,
+    ctx: _Context,
+    selection: str,
+    warm: _Plan | None,
+    budget: int,
+    fixed_by: ResolvedMethod | None = None,
 ) -> _Plan:
     plan = r.spec.checked_stages(r.hparams)
-    model = _model(ctx, r)
+    model = _model(ctx, r, fixed_by)
     train = {**ctx.train, "steps": budget, "eval_every": min(ctx.train["eval_every"], budget)}
     common = {
         "grid": ctx.grid,
@@ -442,14 +450,17 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
                 resources=resources,
                 method_resources=method_resources,
             )
-            warm = None
-            if warm_method is not None:
-                warm = _plan(warm_method, ctx, selection, None, train_cfg.steps)
+            # A warm start is computed with the model the adapting method uses (its card may
+            # fix another head): every adapted row starts from a network that matches it.
+            warms: dict[str, _Plan] = {}
             plans = []
             for r in resolved:
-                starts_warm = warm is not None and r.spec.warm_start
-                budget = adapt_budget if starts_warm else train_cfg.steps
-                plans.append(_plan(r, ctx, selection, warm if starts_warm else None, budget))
+                warm = None
+                if warm_method is not None and r.spec.warm_start:
+                    warm = _plan(warm_method, ctx, selection, None, train_cfg.steps, r)
+                    warms.setdefault(warm.evaluated.key, warm)
+                budget = adapt_budget if warm is not None else train_cfg.steps
+                plans.append(_plan(r, ctx, selection, warm, budget))
             needed = {u.key for p in plans for u in p.trial.upstream}
             needed |= {u.key for p in plans for s in p.stage_runs for u in s.upstream}
             for mi, p in enumerate(plans):
@@ -460,7 +471,7 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
                     producers.setdefault(k, trial.trial_id)
                 for s in p.stage_runs:
                     runs.setdefault(s.key, s)
-            if warm is not None and warm.evaluated.key in needed:
+            for warm in warms.values():
                 for s in warm.stage_runs:
                     runs.setdefault(s.key, s)
                 runs.setdefault(warm.evaluated.key, warm.evaluated)

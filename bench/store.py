@@ -106,6 +106,8 @@ RECORD_SCHEMA: dict[str, Any] = {
                     "method": {"type": "string"},
                     "stage": {"type": "string"},
                     "computed": {"type": "boolean"},
+                    "loaded_tensors": {"type": "integer", "minimum": 0},
+                    "fresh_tensors": {"type": "integer", "minimum": 0},
                 },
             },
         },
@@ -242,6 +244,8 @@ def load(results: Path | str) -> pd.DataFrame:
                 (a["method"] for a in rec.get("artifacts", []) if a["method"] != rec["method"]),
                 None,
             ),
+            "start_loaded": (rec.get("artifacts") or [{}])[-1].get("loaded_tensors"),
+            "start_fresh": (rec.get("artifacts") or [{}])[-1].get("fresh_tensors"),
             "steps": rec["spec"]["train"]["steps"],
             "device": rec["device"],
         }

@@ -69,13 +69,14 @@ def prepare_pair(node: _Node, data_root: Path | None, progress: bool = False) ->
 
 def load_start(
     method: Method, node: _Node, store: ArtifactStore, pair: PairShards
-) -> dict[str, Path]:
+) -> tuple[dict[str, Path], dict[str, int]]:
     """Load the artifact the node starts from into ``method``. The method's own earlier
     stage: its whole state (the earlier stages' start hooks replayed first, so that the
     modules they made exist). Another method's (a warm start): every pose-network tensor
     whose name and shape match — the backbone must match entirely. Returns the
     artifact directories by stage (``stage`` for this method's, ``method:stage`` for all),
-    for views and hooks that read data an earlier stage produced."""
+    for views and hooks that read data an earlier stage produced, and how many tensors of
+    the pose network were loaded and how many start fresh (for the record)."""
     dirs: dict[str, Path] = {}
     for up in node.upstream:
         dirs[f"{up.method}:{up.stage}"] = store.path(up.key)
@@ -83,7 +84,7 @@ def load_start(
             dirs[up.stage] = store.path(up.key)
     start = node.start
     if start is None:
-        return dirs
+        return dirs, {}
     store.check_fingerprints(start.key, pair.fingerprints())
     state = torch.load(store.path(start.key) / WEIGHTS, map_location="cpu", weights_only=True)
     if start.method == node.method:
@@ -95,7 +96,8 @@ def load_start(
         for stage in earlier:
             method.on_stage_start(stage, _ReplayContext(dirs))
         method.load_state_dict(state)
-        return dirs
+        n = len(method.net.state_dict())
+        return dirs, {"loaded_tensors": n, "fresh_tensors": 0}
     net = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
     own = method.net.state_dict()
     loaded = {k: v for k, v in net.items() if k in own and own[k].shape == v.shape}
@@ -106,7 +108,7 @@ def load_start(
             f"do not match (e.g. {missing[0]}); the methods must share the backbone"
         )
     method.net.load_state_dict(loaded, strict=False)
-    return dirs
+    return dirs, {"loaded_tensors": len(loaded), "fresh_tensors": len(own) - len(loaded)}
 
 
 class _ReplayContext:
@@ -157,7 +159,7 @@ def _train(
     run_id: str,
     progress: bool,
     log: Callable[[str], None],
-) -> tuple[Method, TrainResult]:
+) -> tuple[Method, TrainResult, dict[str, int]]:
     """Build the node's method, load what it starts from, train its stages."""
     spec, hp, _ = node_method(node)
     cfg = node.train_config()
@@ -168,7 +170,7 @@ def _train(
     num_joints = get_joint_set(pair.joint_set).num_joints
     method = build_method(spec, hp, node.model_config(), num_joints, pair.root)
     store = ArtifactStore(results)
-    dirs = load_start(method, node, store, pair)
+    dirs, loaded = load_start(method, node, store, pair)
 
     def on_stage_end(stage: Stage) -> None:
         if stage.name in exports:
@@ -189,7 +191,7 @@ def _train(
         run_id=node.node_id,
         on_stage_end=on_stage_end,
     )
-    return method, trainer.fit()
+    return method, trainer.fit(), loaded
 
 
 def run_stage_run(
@@ -208,7 +210,7 @@ def run_stage_run(
         return False
     pair = prepare_pair(spec, data_root)
     workdir = store.root / WORK_DIR / spec.key
-    _, result = _train(
+    _, result, _ = _train(
         spec,
         results,
         workdir,
@@ -252,7 +254,7 @@ def run_trial(
         record["pair"]["joint_set"] = pair.joint_set
         record["data"]["fingerprints"] = pair.fingerprints()
         record["artifacts"] = _artifact_entries(spec, results, run_id)
-        method, result = _train(
+        method, result, loaded = _train(
             spec,
             results,
             workdir,
@@ -263,6 +265,8 @@ def run_trial(
             progress=progress,
             log=log,
         )
+        if loaded:
+            record["artifacts"][-1].update(loaded)
         predictions = _fill_results(record, result, spec.selection)
         # The final pose network, for inspection (warm starts use stage artifacts).
         workdir.mkdir(parents=True, exist_ok=True)

@@ -258,6 +258,9 @@ def test_dg_keeps_background_images_out_of_the_feature_space(monkeypatch):
     monkeypatch.setattr(da.net, "features", lambda x: seen.append(len(x)) or real_da(x))
     _step(da)
     assert seen == [12]  # source + target through the backbone together
+    seen.clear()
+    _step(da, "warmup")
+    assert seen == [12]  # in the warm-up too: BatchNorm keeps one regime across stages
 
 
 def test_discriminator_and_model_alternate_with_their_own_optimisers():
@@ -448,7 +451,7 @@ def test_invalid_hyper_parameters_are_one_clear_error():
 def test_card():
     card = load_method_card("causal-interventions")
     assert card.category == "domain-adaptation"
-    assert card.model == {"head": "volumetric"}
+    assert card.model == {"head": "volumetric", "depth_bins": 64}
     assert "RECONSTRUCTED" in card.description
     assert any(c.startswith("[paper]") for c in card.choices)
     assert any(c.startswith("[inferred]") for c in card.choices)

@@ -162,6 +162,29 @@ def test_warm_start_links_adapting_trials_to_their_source_only_trial(tmp_path):
         )
 
 
+def test_a_method_with_another_head_gets_a_matched_warm_start(tmp_path):
+    grid = load_grid(
+        write(
+            tmp_path,
+            {
+                **BASE,
+                "seeds": [0],
+                "methods": ["source-only", "ddc", "causal-interventions"],
+                "warm_start": "source-only",
+            },
+        )
+    )
+    by = {t.method: t for t in grid.trials}
+    runs = {s.key: s for s in grid.stage_runs}
+    shared = runs[by["ddc"].start.key]
+    matched = runs[by["causal-interventions"].start.key]
+    assert shared.exported_by == by["source-only"].trial_id and shared.model["head"] == "2.5d"
+    # causal interventions' card fixes a volumetric head: its own source-only start
+    assert matched.exported_by is None and matched.method == "source-only"
+    assert (matched.model["head"], matched.model["depth_bins"]) == ("volumetric", 64)
+    assert by["causal-interventions"].model == matched.model
+
+
 def test_per_method_resources(tmp_path):
     grid = load_grid(
         write(tmp_path, {**BASE, "resources": {"cpu": 2, "methods": {"oracle": {"gpu": 0.5}}}})

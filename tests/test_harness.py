@@ -81,6 +81,7 @@ def test_tiny_grid_local_executor_resume_and_report(tmp_path, data_root, capsys,
     methods = text.split("## Methods", 1)[1].split("## Trials")[0]
     assert "| Source only" in methods and "| faithful" in methods
     assert "- faithful: the method as published" in methods and "- adapted:" not in methods
+    assert "| random initialisation" in methods
 
 
 @pytest.mark.slow
@@ -252,6 +253,8 @@ def test_warm_started_trials_start_from_the_source_only_artifact(tmp_path, data_
     assert all(r["status"] == "ok" for r in by.values())
     for name in ("ddc", "dann"):
         (used,) = by[name]["artifacts"]
+        fresh = used.pop("fresh_tensors")
+        assert used.pop("loaded_tensors") > 0 and fresh == 0  # the whole network loads
         assert used == {
             "key": artifact.key,
             "method": "source-only",

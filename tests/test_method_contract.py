@@ -42,9 +42,8 @@ def pair(tmp_path_factory):
 
 def build(entry: str, pair):
     resolved = resolve_method(entry)
-    model = ModelConfig(
-        backbone="resnet10t", img_size=SIZE, head_channels=16, depth_bins=8, **resolved.card.model
-    )
+    tiny = {"backbone": "resnet10t", "img_size": SIZE, "head_channels": 16}
+    model = ModelConfig(**{**tiny, **resolved.card.model})
     torch.manual_seed(0)
     method = build_method(resolved.spec, resolved.hparams, model, 21, pair.root)
     return resolved, method

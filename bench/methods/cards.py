@@ -83,8 +83,7 @@ def _parse(path: Path) -> MethodCard:
         )
     if raw["fidelity"] not in FIDELITY:
         raise DabenchError(
-            f"method card {path}: fidelity {raw['fidelity']!r} is not one of "
-            f"{', '.join(FIDELITY)}"
+            f"method card {path}: fidelity {raw['fidelity']!r} is not one of {', '.join(FIDELITY)}"
         )
     return MethodCard(
         name=raw["name"],

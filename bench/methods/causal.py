@@ -115,10 +115,12 @@ class CausalInterventions(Method):
         adversary = joint and self.discriminator is not None
         losses: dict[str, Tensor] = {}
 
-        # Target features are only needed by the adversary; background images (DG) hold no
-        # subject, so they never enter the feature space, only the VAE.
-        align_other = adversary and hp.setting == "da"
-        if align_other:
+        # In DA the backbone runs on source + target in one batch in every stage (as the
+        # DA baselines do), so BatchNorm keeps one regime from warm-up to the joint stage;
+        # the target features feed the adversary. Background images (DG) hold no subject,
+        # so they never enter the feature space, only the VAE.
+        joint_pass = hp.setting == "da"
+        if joint_pass:
             feat = self.net.features(torch.cat([src["images"], other]))
             out_s = self.net.head_outputs(feat[:n])
             pooled = self.net.backbone.pool(feat)
@@ -186,7 +188,7 @@ class CausalInterventions(Method):
             return losses
         # GAN alternation, as DomainBed's and pytorch-adapt's adversarial updates: D steps
         # on its loss first; then f, g and the rest step on theirs against the updated D.
-        real_all = real if align_other else real[:n]
+        real_all = real if joint_pass else real[:n]
         d = self.discriminator
         logit_real, logit_fake = d.logits(real_all.detach()), d.logits(gen_cf.detach())
         losses["disc"] = 0.5 * (_bce(logit_real, True) + _bce(logit_fake, False))

@@ -66,7 +66,25 @@ def methods_table(df: pd.DataFrame) -> pd.DataFrame:
         {
             "Method": [method_title(lb) for lb in labels],
             "Fidelity": [method_fidelity(lb) for lb in labels],
+            "Starts from": [start_text(df[df["label"] == lb]) for lb in labels],
         }
+    )
+
+
+def start_text(rows: pd.DataFrame) -> str:
+    """What a method's trials started from: random weights, or another method's network
+    and how much of it they could load (a different head starts fresh)."""
+    if "warm_start" not in rows or rows["warm_start"].isna().all():
+        return "random initialisation"
+    starts = sorted(set(rows["warm_start"].dropna()))
+
+    def counts(column: str) -> str:
+        values = sorted({int(v) for v in rows[column].dropna()})
+        return "–".join(map(str, values[:1] + values[-1:] if len(values) > 1 else values))
+
+    return (
+        f"{', '.join(starts)} network of the same pair and seed "
+        f"({counts('start_loaded') or '?'} tensors loaded, {counts('start_fresh') or '?'} fresh)"
     )
 
 
