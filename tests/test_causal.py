@@ -231,18 +231,26 @@ def test_trains_a_few_steps_in_both_settings_and_predicts(entry):
                 now = list(getattr(method, part).parameters())
                 assert any(not torch.equal(a, b) for a, b in zip(old, now, strict=True)), part
         first = first if first is not None else {k: float(v.detach()) for k, v in losses.items()}
-    assert 0.0 <= method.scalars()["disc_acc"] <= 1.0
+    assert "disc_acc" in method.scalars()
     assert method.scalars() == {}  # the window restarts after each read
     # The same few steps lower the supervised and reconstruction losses.
     last = {k: float(v.detach()) for k, v in losses.items()}
     assert last["pose"] < first["pose"] and last["vae_rec"] < first["vae_rec"]
     method.eval()
-    pred = method.predict(batch["source"]["images"])
+    images = batch["source"]["images"]
+    pred = method.predict(images)
     assert pred.kp2d.shape == (6, K, 2) and pred.rel_depth.shape == (6, K)
-    assert torch.all(pred.rel_depth[:, 0] == 0)
-    assert ((pred.kp2d > -0.5) & (pred.kp2d < 31.5)).all()  # px inside the 32 px crop
-    # Depth in mm: within the model's ±depth_range_mm of the root.
-    assert pred.rel_depth.abs().max() <= TINY_MODEL.depth_range_mm
+    # Test-time prediction is h(f(x)) only: the VAE, g, D, φ and q never change it.
+    with torch.no_grad():
+        for part in ("encoder", "decoder", "generator", "discriminator", "projector", "readout"):
+            for p in getattr(method, part).parameters():
+                p.add_(1.0)
+    again = method.predict(images)
+    assert torch.equal(again.kp2d, pred.kp2d) and torch.equal(again.rel_depth, pred.rel_depth)
+    with torch.no_grad():
+        for p in method.net.head.parameters():
+            p.mul_(1.5)
+    assert not torch.equal(method.predict(images).rel_depth, pred.rel_depth)
 
 
 def test_dg_keeps_background_images_out_of_the_feature_space(monkeypatch):
@@ -373,6 +381,8 @@ def test_adversarial_terms_are_non_saturating_bce():
     assert losses["disc"] == pytest.approx(0.5 * (softplus(-b) + softplus(b)), rel=1e-5)
     assert losses["adv_f"] == pytest.approx(0.1 * softplus(b), rel=1e-5)
     assert losses["adv_g"] == pytest.approx(0.1 * softplus(-b), rel=1e-5)
+    # D calls everything real: right on the real half, wrong on the generated half.
+    assert method.scalars()["disc_acc"] == 0.5
 
 
 def test_head_outputs_from_features_equal_the_pose_net_forward():
@@ -451,7 +461,7 @@ def test_invalid_hyper_parameters_are_one_clear_error():
 def test_card():
     card = load_method_card("causal-interventions")
     assert card.category == "domain-adaptation"
-    assert card.model == {"head": "volumetric", "depth_bins": 64}
+    assert card.model == {"head": "volumetric", "depth_bins": 16}
     assert "RECONSTRUCTED" in card.description
     assert any(c.startswith("[paper]") for c in card.choices)
     assert any(c.startswith("[inferred]") for c in card.choices)

@@ -181,7 +181,7 @@ def test_a_method_with_another_head_gets_a_matched_warm_start(tmp_path):
     assert shared.exported_by == by["source-only"].trial_id and shared.model["head"] == "2.5d"
     # causal interventions' card fixes a volumetric head: its own source-only start
     assert matched.exported_by is None and matched.method == "source-only"
-    assert (matched.model["head"], matched.model["depth_bins"]) == ("volumetric", 64)
+    assert (matched.model["head"], matched.model["depth_bins"]) == ("volumetric", 16)
     assert by["causal-interventions"].model == matched.model
 
 

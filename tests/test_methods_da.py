@@ -152,9 +152,19 @@ def test_method_trains_and_predicts(entry, pair, batches):
     images = batches[0]["target"]["images"]
     pred = method.predict(images)
     assert pred.kp2d.shape == (BATCH, 21, 2) and pred.rel_depth.shape == (BATCH, 21)
-    assert pred.kp2d.min() >= -0.5 and pred.kp2d.max() <= 31.5  # soft-argmax stays in the crop
-    assert torch.all(pred.rel_depth[:, pair.root] == 0)
-    assert torch.isfinite(pred.rel_depth).all() and pred.rel_depth.abs().max() < 2000.0
+    # The prediction is the pose network's alone: the alignment modules never change it,
+    # the pose head does.
+    aligners = (getattr(method, "adapt", None), getattr(method, "discriminator", None))
+    with torch.no_grad():
+        for module in filter(None, aligners):
+            for p in module.parameters():
+                p.add_(1.0)
+    again = method.predict(images)
+    assert torch.equal(again.kp2d, pred.kp2d) and torch.equal(again.rel_depth, pred.rel_depth)
+    with torch.no_grad():
+        for p in method.net.head.parameters():
+            p.mul_(1.5)
+    assert not torch.equal(method.predict(images).rel_depth, pred.rel_depth)
 
 
 def test_forward_pass_is_one_concatenated_batch(pair, batches):
@@ -189,9 +199,16 @@ def test_dann_schedule_and_metrics(pair, batches):
     method.training_step("train", batches[1], StepStub(1, 0.25))
     metrics = method.scalars()
     assert set(metrics) == {"disc_acc", "grl_lambda"}
-    assert 0.0 <= metrics["disc_acc"] <= 1.0
     assert metrics["grl_lambda"] == pytest.approx(2 / (1 + math.exp(-2.5)) - 1)
     assert set(method.scalars()) == {"grl_lambda"}  # the window was reset
+    # A discriminator that calls everything "source": right on the source half, wrong on
+    # the target half — accuracy exactly one half.
+    with torch.no_grad():
+        last = [m for m in method.discriminator.modules() if isinstance(m, torch.nn.Linear)][-1]
+        last.weight.zero_()
+        last.bias.fill_(5.0)
+    method.training_step("train", batches[2], StepStub(2, 0.5))
+    assert method.scalars()["disc_acc"] == 0.5
 
     # λ depends on the hyper-parameters only: swap them in rather than build two more nets.
     method.hparams = resolve_method("dann/tllib-schedule").hparams
@@ -232,7 +249,7 @@ def test_tiny_grid_runs_every_da_method(tmp_path, data_root, tiny_grid):
         curves = record["curves"]["losses"]
         assert [c["step"] for c in curves] == [2, 4]
         if spec.label == "dann":
-            assert all(0.0 <= c["disc_acc"] <= 1.0 and "grl_lambda" in c for c in curves)
+            assert all("disc_acc" in c and "grl_lambda" in c for c in curves)
             assert all("adv" in c for c in curves)
         else:
             assert all("mmd" in c for c in curves)
