@@ -93,3 +93,22 @@ class StepStub:
 
     def optimizer_step(self, optimizer: str) -> None:  # pragma: no cover
         raise AssertionError("a grouped stage must not call ctx.optimizer_step")
+
+
+def assert_predicts_with_the_pose_net_only(method, images, other_parts) -> None:
+    """A method's prediction is its pose network's alone: moving the weights of every other
+    part (alignment layers, discriminators, generators) changes nothing; moving the pose
+    head changes it."""
+    import torch
+
+    pred = method.predict(images)
+    with torch.no_grad():
+        for part in other_parts:
+            for p in getattr(method, part).parameters():
+                p.add_(1.0)
+    again = method.predict(images)
+    assert torch.equal(again.kp2d, pred.kp2d) and torch.equal(again.rel_depth, pred.rel_depth)
+    with torch.no_grad():
+        for p in method.net.head.parameters():
+            p.mul_(1.5)
+    assert not torch.equal(method.predict(images).rel_depth, pred.rel_depth)
