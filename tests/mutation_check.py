@@ -66,7 +66,7 @@ MUTANTS = (
     Mutant(
         "causal-target-never-reaches-adversary",
         "bench/methods/causal.py",
-        "real_all = real if align_other else real[:n]",
+        "real_all = real if joint_pass else real[:n]",
         "real_all = real[:n]",
         ("tests/test_causal.py::adversary_only",),
     ),
