@@ -6,7 +6,6 @@ same thing. Key computation is torch-free (the grid parser uses it)."""
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import os
@@ -16,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.atomic import file_lock
 from bench.errors import DabenchError
 
 # Bump when what an artifact holds, or how it is made, changes incompatibly.
@@ -64,17 +64,9 @@ class ArtifactStore:
                 f"changed since); delete {self.path(key)} to recompute it"
             )
 
-    @contextmanager
-    def lock(self, key: str) -> Iterator[None]:
+    def lock(self, key: str):
         """An exclusive lock per key, so two workers never compute one artifact at once."""
-        locks = self.root / ".locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        with open(locks / f"{key}.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return file_lock(self.root / ".locks" / f"{key}.lock")
 
     @contextmanager
     def writing(self, key: str, meta: Mapping[str, Any]) -> Iterator[Path]:

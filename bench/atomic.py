@@ -1,8 +1,10 @@
 """Files that appear whole or not at all: records, predictions, weights, checkpoints,
-reports and images are written beside their final path and renamed into place."""
+reports and images are written beside their final path and renamed into place; and the
+file lock under which shared outputs are made once."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,3 +24,17 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (created if missing) for the block's duration, so
+    that concurrent trials never make the same shard or artifact twice."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

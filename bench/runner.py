@@ -86,8 +86,9 @@ def prepare(nodes: list[Node], data_root: Path, progress: bool = True) -> None:
     can feed every node's stages — all before the first node starts."""
     from bench.trial import prepare_pair
 
+    pairs: dict = {}
     for node in nodes:
-        prepare_pair(node, data_root, progress=progress)
+        prepare_pair(node, data_root, progress=progress, pairs=pairs)
 
 
 def run_grid(

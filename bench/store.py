@@ -225,6 +225,7 @@ def load(results: Path | str) -> pd.DataFrame:
     under each rule as ``<rule>:<split>/<metric>``."""
     rows = []
     for rec in records(Path(results)):
+        start = (rec.get("artifacts") or [{}])[-1]  # what the trial's first stage loaded
         row = {
             "trial_id": rec["trial_id"],
             "grid": rec["grid"],
@@ -244,8 +245,8 @@ def load(results: Path | str) -> pd.DataFrame:
                 (a["method"] for a in rec.get("artifacts", []) if a["method"] != rec["method"]),
                 None,
             ),
-            "start_loaded": (rec.get("artifacts") or [{}])[-1].get("loaded_tensors"),
-            "start_fresh": (rec.get("artifacts") or [{}])[-1].get("fresh_tensors"),
+            "start_loaded": start.get("loaded_tensors"),
+            "start_fresh": start.get("fresh_tensors"),
             "steps": rec["spec"]["train"]["steps"],
             "device": rec["device"],
         }

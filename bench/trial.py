@@ -44,23 +44,29 @@ def node_method(node: _Node) -> tuple[type[MethodSpec], Any, list[Stage]]:
     return spec, hp, spec.checked_stages(hp)
 
 
-def reads_backgrounds(node: _Node) -> bool:
+def prepare_pair(
+    node: _Node,
+    data_root: Path | None,
+    progress: bool = False,
+    pairs: dict[tuple, PairShards] | None = None,
+) -> PairShards:
+    """The node's shards (synthetic ones generated if missing), with its views checked.
+    ``pairs`` caches located pairs across the nodes of a grid (shard infos read once)."""
     _, _, plan = node_method(node)
-    return any(isinstance(v, Backgrounds) for s in plan for v in s.views.values())
-
-
-def prepare_pair(node: _Node, data_root: Path | None, progress: bool = False) -> PairShards:
-    """The node's shards (synthetic ones generated if missing), with its views checked."""
-    ensure_shards(
-        node.source,
-        node.target,
-        node.data,
-        data_root,
-        backgrounds=reads_backgrounds(node),
-        progress=progress,
-    )
-    pair = pair_shards(node.source, node.target, data_root)
-    _, _, plan = node_method(node)
+    backgrounds = any(isinstance(v, Backgrounds) for s in plan for v in s.views.values())
+    key = (node.source, node.target, tuple(sorted(node.data.items())), backgrounds)
+    pairs = {} if pairs is None else pairs
+    if key not in pairs:
+        ensure_shards(
+            node.source,
+            node.target,
+            node.data,
+            data_root,
+            backgrounds=backgrounds,
+            progress=progress,
+        )
+        pairs[key] = pair_shards(node.source, node.target, data_root)
+    pair = pairs[key]
     for stage in plan:
         if stage.name in node.stages:
             check_views(node.label, stage.views, pair)

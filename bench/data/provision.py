@@ -5,27 +5,14 @@ converted by the user; their absence is an error raised by :func:`~bench.data.pa
 
 from __future__ import annotations
 
-import fcntl
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 
+from bench.atomic import file_lock
 from bench.data.cards import load_dataset_card
 from bench.data.pairs import BACKGROUNDS_CARD
 from bench.errors import ShardMismatchError
 from bench.paths import shard_root
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (created if missing) for the block's duration."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ensure_shards(

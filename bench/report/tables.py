@@ -32,28 +32,31 @@ MAIN_METRICS = (
 )
 
 
-def method_title(label: str) -> str:
-    """The card's title for ``method`` or ``method/variant`` (the label if no card)."""
+def _card(label: str):
+    """The method card of ``method`` or ``method/variant`` (None if there is none)."""
     from bench.errors import DabenchError
     from bench.methods.cards import load_method_card
+    from bench.methods.spec import split_label
 
-    name, _, variant = label.partition("/")
     try:
-        title = load_method_card(name).title
+        return load_method_card(split_label(label)[0])
     except DabenchError:
+        return None
+
+
+def method_title(label: str) -> str:
+    """The card's title for ``method`` or ``method/variant`` (the label if no card)."""
+    card = _card(label)
+    if card is None:
         return label
-    return f"{title} — {variant}" if variant else title
+    variant = label.partition("/")[2]
+    return f"{card.title} — {variant}" if variant else card.title
 
 
 def method_fidelity(label: str) -> str:
     """The fidelity level of ``method`` or ``method/variant`` ("unknown" without a card)."""
-    from bench.errors import DabenchError
-    from bench.methods.cards import load_method_card
-
-    try:
-        return load_method_card(label.partition("/")[0]).fidelity
-    except DabenchError:
-        return "unknown"
+    card = _card(label)
+    return "unknown" if card is None else card.fidelity
 
 
 def methods_table(df: pd.DataFrame) -> pd.DataFrame:
