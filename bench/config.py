@@ -43,6 +43,10 @@ class ModelConfig:
     heatmap_stride: int = 4  # input px per heatmap cell
     depth_bins: int = 16  # volumetric only
     head_channels: int = 256
+    # Channels of the neck, a 1×1 Conv–BN–ReLU between backbone and head (0 = none: the head
+    # reads the backbone map). It is the pose network's bottleneck, as in tllib's classifiers:
+    # the representation the head consumes, which feature-level DA methods align.
+    neck: int = 256
     depth_range_mm: float = 400.0  # root-relative depth range mapped to [-0.5, 0.5]
     weights: str | None = None  # local backbone weight file
     # Auxiliary heatmap supervision: KL between the softmax heatmap (2.5D; the volume
@@ -60,6 +64,10 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise DabenchError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.neck, int) or isinstance(self.neck, bool) or self.neck < 0:
+            raise DabenchError(
+                f"ModelConfig.neck must be a non-negative integer (0 = no neck), got {self.neck!r}"
+            )
         if self.img_size % self.heatmap_stride:
             raise DabenchError(
                 f"img_size {self.img_size} is not a multiple of heatmap_stride "

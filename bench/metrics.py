@@ -49,6 +49,7 @@ __all__ = [
     "METRICS_VERSION",
     "PCK2D_FRACTION",
     "PCK3D_THRESHOLD_MM",
+    "TLL_SIGMA",
     "TLL_THRESHOLD",
     "MetricReport",
     "auc_3dhp",
@@ -69,7 +70,7 @@ __all__ = [
     "tll_quantize",
 ]
 
-METRICS_VERSION: str = "1"
+METRICS_VERSION: str = "2"  # v2: TLL PCK with TLL's own cell rule
 
 PCK3D_THRESHOLD_MM: float = 150.0
 
@@ -94,6 +95,9 @@ PCK2D_FRACTION: float = 0.05
 
 # TLL `accuracy(..., thr=0.5)` with per-axis normalisers heatmap_size / 10.
 TLL_THRESHOLD: float = 0.5
+# σ (heatmap cells) of TLL's keypoint targets (its datasets' default, RegDA's setting): only
+# which GT joints its encoder leaves undrawn depends on it.
+TLL_SIGMA: int = 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -483,14 +487,19 @@ def pck2d(
 def tll_quantize(
     xy: np.ndarray, image_size: int | tuple[int, int], heatmap_size: int | tuple[int, int]
 ) -> np.ndarray:
-    """Crop px ``(x, y)`` -> the integer heatmap cell ``(col, row)`` an argmax would return.
+    """Crop px ``(x, y)`` -> the heatmap cell ``(col, row)`` TLL's pipeline puts it in.
 
-    With stride ``s = image / heatmap`` per axis, heatmap cell j covers crop px
-    ``[j*s - 0.5, (j+1)*s - 0.5)`` (centre ``(j + 0.5)*s - 0.5``), i.e. the continuous heatmap
-    coordinate is ``u = (px + 0.5)/s - 0.5`` and the cell is round-half-up of u,
-    ``floor((px + 0.5)/s)``.  The cell is clipped to the grid, because an argmax always lies
-    on it.  A point with a non-finite coordinate gives NaN.  (TLL's own encoder uses
-    ``int(px/s + 0.5)``, a corner-aligned grid; the two differ only near cell borders.)
+    TLL's target encoder (``generate_target``) centres a joint's Gaussian on cell
+    ``int(px / s + 0.5)`` with stride ``s = image / heatmap`` per axis — a corner-aligned grid
+    (cell j centred on px ``j*s``) — and its ``accuracy`` reads cells back by argmax.  A
+    prediction at px is scored in the cell a network trained on those targets would peak in,
+    the same rule, so a perfect prediction scores in GT's cell.  The cell is clipped to the
+    grid, because an argmax always lies on it; a non-finite coordinate gives NaN.
+
+    This is not the pixel-centred rule ``floor((px + 0.5) / s)`` of the harness's own
+    heatmaps (cell j centred on px ``(j + 0.5)*s − 0.5``): at stride 4 the two put 37.5% of
+    uniformly spread coordinates in different cells, so only TLL's rule is comparable with
+    TLL-based papers (metric suite v2; v1 used the pixel-centred rule).
     """
     h, w = _size_pair(image_size, "image_size")
     hh, hw = _size_pair(heatmap_size, "heatmap_size")
@@ -500,10 +509,24 @@ def tll_quantize(
     return cell
 
 
+def _tll_unclipped(v: np.ndarray, image_px: int, heatmap_px: int) -> np.ndarray:
+    """TLL's ``int(px / s + 0.5)`` (truncation towards zero); NaN stays NaN."""
+    with np.errstate(invalid="ignore"):
+        return np.trunc(v / (image_px / heatmap_px) + 0.5)
+
+
 def _tll_cell(v: np.ndarray, image_px: int, heatmap_px: int) -> np.ndarray:
     """One axis of :func:`tll_quantize`; inf clips to the border, NaN stays NaN."""
+    return np.clip(_tll_unclipped(v, image_px, heatmap_px), 0.0, heatmap_px - 1.0)
+
+
+def _tll_on_grid(v: np.ndarray, image_px: int, heatmap_px: int) -> np.ndarray:
+    """Whether TLL draws a GT Gaussian at all: its encoder zeroes a joint whose Gaussian
+    (radius 3σ cells) lies wholly off the grid, ``ul >= size or br < 0``."""
+    mu = _tll_unclipped(v, image_px, heatmap_px)
+    radius = 3 * TLL_SIGMA
     with np.errstate(invalid="ignore"):
-        return np.clip(np.floor((v + 0.5) / (image_px / heatmap_px)), 0.0, heatmap_px - 1.0)
+        return (mu - radius < heatmap_px) & (mu + radius + 1 >= 0)
 
 
 def _tll_outcomes(
@@ -516,11 +539,13 @@ def _tll_outcomes(
     """(correct, valid) ``[N, K]`` bool under TLL ``accuracy``."""
     (h, w), (hh, hw) = image_size, heatmap_size
     gx, gy = _tll_cell(g[..., 0], w, hw), _tll_cell(g[..., 1], h, hh)
+    drawn = _tll_on_grid(g[..., 0], w, hw) & _tll_on_grid(g[..., 1], h, hh)
     # TLL's calc_dists drops GT whose argmax has x <= 1 or y <= 1: that is its "missing"
-    # sentinel (an all-zero heatmap argmaxes to (0, 0)); it also drops visible joints there.
-    # (NaN GT of invisible joints compares False, i.e. invalid, as it should.)
+    # sentinel (an all-zero heatmap — invisible, or drawn wholly off the grid — argmaxes to
+    # (0, 0)); it also drops drawn joints there.  (NaN GT of invisible joints compares False,
+    # i.e. invalid, as it should.)
     with np.errstate(invalid="ignore"):
-        valid = v & (gx > 1) & (gy > 1)
+        valid = v & drawn & (gx > 1) & (gy > 1)
         # TLL normalises by np.array([h, w]) / 10 applied to (x, y): x by h/10, y by w/10.
         # Kept for compatibility; it only matters for non-square heatmaps.
         dx = (_tll_cell(p[..., 0], w, hw) - gx) / (hh / 10.0)
@@ -552,9 +577,9 @@ def pck_tll(
 
     Both GT and prediction are quantised to the heatmap grid (:func:`tll_quantize`), the
     distance is normalised per axis by heatmap_size / 10 and a joint is correct if it is
-    ``< 0.5`` (= 0.05 x heatmap side).  GT that is invisible or whose cell has x <= 1 or y <= 1
-    is ignored (TLL's sentinel).  Per-joint accuracy, then the macro mean over joints with at
-    least one valid sample.
+    ``< 0.5`` (= 0.05 x heatmap side).  GT that is invisible, lies wholly off the grid (TLL
+    draws no Gaussian) or whose cell has x <= 1 or y <= 1 is ignored (TLL's sentinel).
+    Per-joint accuracy, then the macro mean over joints with at least one valid sample.
 
     ``batch_size=None`` computes that once over the whole set (what :func:`evaluate` reports).
     With ``batch_size``, consecutive batches are scored separately and their macro accuracies

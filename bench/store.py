@@ -248,6 +248,7 @@ def load(results: Path | str) -> pd.DataFrame:
             "start_loaded": start.get("loaded_tensors"),
             "start_fresh": start.get("fresh_tensors"),
             "steps": rec["spec"]["train"]["steps"],
+            "head": rec["spec"].get("model", {}).get("head"),
             "device": rec["device"],
         }
         for split, block in rec["metrics"].items():

@@ -251,10 +251,12 @@ def test_warm_started_trials_start_from_the_source_only_artifact(tmp_path, data_
     assert summary.stage_runs == 0  # the trial made it; no separate stage run
     by = {r["method"]: r for r in summary.records}
     assert all(r["status"] == "ok" for r in by.values())
+    loaded = {}
     for name in ("ddc", "dann"):
         (used,) = by[name]["artifacts"]
         fresh = used.pop("fresh_tensors")
-        assert used.pop("loaded_tensors") > 0 and fresh == 0  # the whole network loads
+        loaded[name] = used.pop("loaded_tensors")
+        assert loaded[name] > 0 and fresh == 0  # the whole network loads
         assert used == {
             "key": artifact.key,
             "method": "source-only",
@@ -263,6 +265,12 @@ def test_warm_started_trials_start_from_the_source_only_artifact(tmp_path, data_
         }
         assert [e["step"] for e in by[name]["curves"]["evaluations"]] == [2]
     assert by["source-only"]["artifacts"] == []
+    assert main(["report", str(results)]) == 0
+    methods = (results / "report.md").read_text().split("## Methods", 1)[1]
+    assert (
+        "| source-only network with a 2.5d head of the same pair and seed "
+        f"({loaded['ddc']} tensors loaded, 0 fresh)" in methods
+    )
     # A grid without the source-only rows computes the same artifact as a stage run; here
     # it exists already, so nothing is computed and the DDC result is reused.
     alone = load_grid(
@@ -313,3 +321,44 @@ def test_shards_made_with_other_data_settings_are_refused_not_reused(
     with pytest.raises(DabenchError, match=r"different fingerprint.*n_train=48.*DABENCH_DATA"):
         run_grid(other, tmp_path / "results", executor="local", data_root=data_root, log=quiet)
     assert not (tmp_path / "results").exists()
+
+
+def test_report_names_the_head_each_adapted_row_started_with():
+    """A method whose card fixes another head starts from a source-only network trained
+    with that head; the caption and the Methods table say so."""
+    import pandas as pd
+
+    from bench.report.markdown import caption
+    from bench.report.tables import methods_table
+
+    rows = [
+        ("source-only", "source-only", None, 1400, "2.5d", None, None),
+        ("ddc", "domain-adaptation", "source-only", 150, "2.5d", 284, 0),
+        ("causal-interventions", "domain-adaptation", "source-only", 150, "volumetric", 290, 0),
+    ]
+    df = pd.DataFrame(
+        [
+            {
+                "label": label,
+                "category": category,
+                "warm_start": warm,
+                "steps": steps,
+                "head": head,
+                "start_loaded": loaded,
+                "start_fresh": fresh,
+                "source": "synth-hand-clean",
+                "target": "synth-hand-wild",
+                "seed": 0,
+            }
+            for label, category, warm, steps, head, loaded, fresh in rows
+        ]
+    )
+    text = caption(df, "last")
+    assert "same seed, trained with the row's own model (2.5d or volumetric head" in text
+    starts = dict(zip(methods_table(df)["Method"], methods_table(df)["Starts from"], strict=True))
+    causal = next(v for k, v in starts.items() if k.startswith("Causal"))
+    assert causal == (
+        "source-only network with a volumetric head of the same pair and seed "
+        "(290 tensors loaded, 0 fresh)"
+    )
+    assert starts["Source only"] == "random initialisation"

@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from conftest import assert_predicts_with_the_pose_net_only
 
 from bench.config import TrainConfig
 from bench.data.pairs import pair_shards
@@ -97,10 +98,8 @@ def test_builds_checks_steps_and_predicts(entry, pair):
     images = torch.randint(0, 256, (3, SIZE, SIZE, 3), dtype=torch.uint8)
     pred = method.predict(images)
     assert pred.kp2d.shape == (3, 21, 2) and pred.rel_depth.shape == (3, 21)
-    assert torch.isfinite(pred.kp2d).all() and torch.isfinite(pred.rel_depth).all()
-    assert ((pred.kp2d >= -0.5) & (pred.kp2d <= SIZE - 0.5)).all()  # pixels of the crop
-    assert torch.all(pred.rel_depth[:, pair.root] == 0)  # millimetres from the root
-    assert pred.rel_depth.abs().max() <= method.net.config.depth_range_mm
+    others = [name for name, _ in method.named_children() if name != "net"]
+    assert_predicts_with_the_pose_net_only(method, images, others)
 
 
 def _weights(method) -> dict[str, torch.Tensor]:

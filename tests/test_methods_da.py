@@ -113,8 +113,9 @@ def test_bad_hyper_parameters_are_one_clear_error():
         resolve_method("dann", {"schedule": "cosine"})
     with pytest.raises(DabenchError, match="mmd_weight must be >= 0"):
         resolve_method("ddc", {"mmd_weight": -0.25})
-    with pytest.raises(DabenchError, match="'adapt_dim' must be int"):
-        resolve_method("ddc", {"adapt_dim": 2.5})
+    # the adaptation layer is the model's neck now: a grid that still sets its width hears so
+    with pytest.raises(DabenchError, match=r"unknown hyper-parameter\(s\) \['adapt_dim'\]"):
+        resolve_method("ddc", {"adapt_dim": 256})
     assert resolve_method("dan", {"alphas": [1, 2]}).hparams.alphas == (1.0, 2.0)
     # the torch-free declaration names the loss module's choices
     assert dan_spec.ESTIMATORS == mmd.ESTIMATORS
@@ -152,7 +153,7 @@ def test_method_trains_and_predicts(entry, pair, batches):
     images = batches[0]["target"]["images"]
     pred = method.predict(images)
     assert pred.kp2d.shape == (BATCH, 21, 2) and pred.rel_depth.shape == (BATCH, 21)
-    parts = [name for name in ("adapt", "discriminator") if hasattr(method, name)]
+    parts = [name for name in ("discriminator",) if hasattr(method, name)]
     assert_predicts_with_the_pose_net_only(method, images, parts)
 
 
@@ -284,15 +285,53 @@ def joint_features(method, batch, with_head_pooled=False):
     return method.net(images, with_head_pooled=with_head_pooled)
 
 
-def test_ddc_aligns_the_adaptation_layer_of_the_joint_batch(pair, batches):
+def test_ddc_aligns_the_neck_of_the_joint_batch(pair, batches):
     method = build("ddc", pair.root).train()
     batch = batches[0]
     losses = method.training_step("train", batch, StepStub())
     with torch.no_grad():
-        a = method.adapt(joint_features(method, batch)["pooled"]).double()
+        a = joint_features(method, batch)["feat"].double().mean(dim=(-2, -1))
+    assert a.shape[1] == MODEL.neck  # the neck the head reads, not the backbone map
     expected = ((a[:BATCH].mean(0) - a[BATCH:].mean(0)) ** 2).sum()
     assert float(losses["mmd"].detach()) == pytest.approx(0.25 * float(expected), rel=1e-4)
     assert float(expected) > 1e-4  # the two domains differ in this layer
+
+
+def test_neck_batchnorm_on_the_joint_batch_keeps_the_domain_gap(pair, batches):
+    """The neck's BatchNorm normalises source and target together; normalising each domain
+    alone would subtract each domain's mean and make linear MMD vanish by construction."""
+    method = build("ddc", pair.root).train()
+    batch = batches[0]
+    src, tgt = batch["source"]["images"], batch["target"]["images"]
+    with torch.no_grad():
+        joint = method.net(torch.cat([src, tgt]))["pooled"]
+        apart = torch.cat([method.net(src)["pooled"], method.net(tgt)["pooled"]])
+    gap = mmd.linear_mmd2(joint[:BATCH], joint[BATCH:]).item()
+    assert gap > 10 * mmd.linear_mmd2(apart[:BATCH], apart[BATCH:]).item()
+
+
+@pytest.mark.parametrize("entry", ["ddc", "dan", "dann"])
+def test_alignment_trains_only_what_the_pose_head_reads(entry, pair, batches):
+    """No side branch: every parameter the alignment term moves also shapes the pose
+    prediction (a branch that only the alignment term trains could meet the loss without
+    aligning anything the head uses). DANN's discriminator is the one exception: it is the
+    adversary, and its gradient is reversed before the features."""
+    method = build(entry, pair.root).train()
+    losses = method.training_step("train", batches[0], StepStub(50, 0.5))
+
+    def moved(loss):
+        params = [p for p in method.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        return {
+            id(p) for p, g in zip(params, grads, strict=True) if g is not None and g.abs().sum() > 0
+        }
+
+    align = moved(sum(v for k, v in losses.items() if k != "pose"))
+    pose = moved(losses["pose"])
+    adversary = {id(p) for p in getattr(method, "discriminator", torch.nn.Module()).parameters()}
+    neck = {id(p) for p in method.net.neck.parameters()}
+    assert neck <= align  # the neck is aligned ...
+    assert align - adversary <= pose  # ... and nothing aligned is off the pose path
 
 
 @pytest.mark.parametrize("entry", ["dan", "dan/quadratic"])
@@ -303,7 +342,7 @@ def test_dan_aligns_both_layers_source_against_target(entry, pair, batches):
     losses = method.training_step("train", batch, StepStub())
     with torch.no_grad():
         out = joint_features(method, batch, with_head_pooled=True)
-        a = method.adapt(out["pooled"])
+        a = out["feat"].mean(dim=(-2, -1))
         h = out["head_pooled"]
     for key, feat in (("mmd", a), ("mmd_head", h)):
         expected = naive_mk_mmd2(feat[:BATCH], feat[BATCH:], hp.estimator, hp.alphas)

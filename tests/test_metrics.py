@@ -330,12 +330,13 @@ def test_to_dict_is_json_and_maps_nan_to_none():
 
 
 def cell_centre(j):
-    """Crop px of heatmap cell j's centre (stride 4)."""
-    return (np.asarray(j, dtype=float) + 0.5) * 4 - 0.5
+    """Crop px of heatmap cell j's centre in TLL's corner-aligned grid (stride 4)."""
+    return np.asarray(j, dtype=float) * 4
 
 
 def test_tll_quantize_mapping():
-    xs = np.array([-0.5, 3.49, 3.5, 7.49, 7.5, 255.4, 300.0, -10.0])
+    # TLL's int(px / 4 + 0.5): cell j covers [4j − 2, 4j + 2)
+    xs = np.array([-0.5, 1.99, 2.0, 5.99, 6.0, 253.9, 300.0, -10.0])
     cells = tll_quantize(np.stack([xs, xs], -1), 256, 64)[:, 0]
     np.testing.assert_array_equal(cells, [0, 0, 1, 1, 2, 63, 63, 0])
     # non-square: (H, W) = (128, 256) with a 32 x 64 heatmap -> stride 4 on both axes
@@ -343,6 +344,67 @@ def test_tll_quantize_mapping():
     assert np.isnan(tll_quantize(np.array([np.nan, 1.0]), 256, 64)).all()
     centres = cell_centre(np.stack([np.arange(64)] * 2, -1))
     np.testing.assert_array_equal(tll_quantize(centres, 256, 64)[:, 1], range(64))
+    # not the pixel-centred rule floor((px + 0.5) / 4) of the harness's own heatmaps
+    assert tll_quantize(np.array([2.5, 2.5]), 256, 64).tolist() == [1, 1]
+
+
+def tll_reference_pck(pred, gt, vis, image=256, heatmap=64, sigma=2):
+    """TLL's keypoint pipeline written out from its description, independent of
+    bench.metrics: generate_target draws each visible joint's Gaussian (σ cells) around
+    int(px / stride + 0.5) unless it lies wholly off the grid; accuracy argmaxes the heatmaps
+    (get_max_preds: an all-zero map gives (0, 0)), calc_dists drops targets with x <= 1 or
+    y <= 1, normalises by heatmap / 10 and dist_acc counts d < 0.5; avg_acc is the mean over
+    joints with a valid target. The prediction's heatmap is the target a network trained on
+    these targets would output for the predicted location."""
+    stride = image / heatmap
+    radius = 3 * sigma
+
+    def heatmap_of(x, y, draw):
+        target = np.zeros((heatmap, heatmap))
+        mu_x, mu_y = int(x / stride + 0.5), int(y / stride + 0.5)
+        ul = (int(mu_x - radius), int(mu_y - radius))
+        br = (int(mu_x + radius + 1), int(mu_y + radius + 1))
+        if not draw or ul[0] >= heatmap or ul[1] >= heatmap or br[0] < 0 or br[1] < 0:
+            return target
+        cols, rows = np.meshgrid(np.arange(heatmap), np.arange(heatmap))
+        inside = (cols >= ul[0]) & (cols < br[0]) & (rows >= ul[1]) & (rows < br[1])
+        g = np.exp(-((cols - mu_x) ** 2 + (rows - mu_y) ** 2) / (2 * sigma**2))
+        return np.where(inside, g, 0.0)
+
+    def argmax(hm):
+        idx = int(np.argmax(hm))
+        if hm.flat[idx] <= 0:
+            return np.zeros(2)
+        return np.array([idx % heatmap, idx // heatmap], dtype=float)
+
+    n, k = vis.shape
+    acc = []
+    for j in range(k):
+        hits, count = 0, 0
+        for i in range(n):
+            t = argmax(heatmap_of(*gt[i, j], vis[i, j]))
+            if not (t[0] > 1 and t[1] > 1):
+                continue
+            p = argmax(heatmap_of(*pred[i, j], True))
+            count += 1
+            hits += float(np.linalg.norm((p - t) / (heatmap / 10))) < 0.5
+        if count:
+            acc.append(hits / count)
+    return 100.0 * float(np.mean(acc))
+
+
+def test_tll_pck_matches_tlls_own_pipeline():
+    rng = np.random.default_rng(3)
+    n, k = 60, 6
+    # GT over the crop and beyond (joints cut off by the crop, some wholly off the grid);
+    # predictions near GT, scattered at the scale of the 3.2-cell threshold
+    gt = rng.uniform(-40.0, 296.0, (n, k, 2))
+    gt[:20] = rng.uniform(0.0, 16.0, (20, k, 2))  # near the (0, 0) sentinel
+    pred = np.clip(gt + rng.normal(0.0, 10.0, gt.shape), -20.0, 275.0)
+    vis = rng.random((n, k)) > 0.15
+    expected = tll_reference_pck(pred, gt, vis)
+    assert 20.0 < expected < 90.0  # neither trivially all right nor all wrong
+    assert pck_tll(pred, gt, vis, 256, 64) == pytest.approx(expected, abs=1e-9)
 
 
 def test_tll_threshold_in_heatmap_cells():
@@ -480,8 +542,15 @@ def reference_overall(data, name, size, hm):
 def reference_tll(pred2d, gt2d, vis, size, hm, batch):
     """TLL validate(): per batch accuracy() (calc_dists / dist_acc), AverageMeter by size."""
 
+    def raw(v, s_img, s_hm):
+        return int(v / (s_img / s_hm) + 0.5)  # generate_target's mu
+
     def cell(v, s_img, s_hm):
-        return min(max(math.floor((v + 0.5) / (s_img / s_hm)), 0), s_hm - 1)
+        return min(max(raw(v, s_img, s_hm), 0), s_hm - 1)
+
+    def drawn(v, s_img, s_hm):  # any part of the σ = 2 Gaussian (radius 6) on the grid
+        mu = raw(v, s_img, s_hm)
+        return mu - 6 < s_hm and mu + 7 >= 0
 
     total, count = 0.0, 0
     for start in range(0, len(gt2d), batch):
@@ -491,7 +560,10 @@ def reference_tll(pred2d, gt2d, vis, size, hm, batch):
             dists = []
             for i in range(start, stop):
                 gx, gy = cell(gt2d[i, j, 0], size[1], hm[1]), cell(gt2d[i, j, 1], size[0], hm[0])
-                if not vis[i, j] or gx <= 1 or gy <= 1:
+                on_grid = drawn(gt2d[i, j, 0], size[1], hm[1]) and drawn(
+                    gt2d[i, j, 1], size[0], hm[0]
+                )
+                if not vis[i, j] or not on_grid or gx <= 1 or gy <= 1:
                     dists.append(-1)
                     continue
                 px, py = (

@@ -500,10 +500,11 @@ def test_forward_coords_decode_to_heatmap_cell_centres() -> None:
 @pytest.mark.parametrize(
     ("config", "feat", "maps"),
     [
-        (ModelConfig(backbone="resnet18", head="2.5d"), (512, 2), {"heatmaps", "depth"}),
-        (ModelConfig(backbone="vit_tiny", patch_size=8), (192, 8), {"heatmaps", "depth"}),
-        (ModelConfig(backbone="vit_tiny", head="volumetric", depth_bins=4), (192, 4), {"volumes"}),
-        (ModelConfig(backbone="hrnet_w32", head="2.5d"), (32, 16), {"heatmaps", "depth"}),
+        (ModelConfig(backbone="resnet18", head="2.5d"), (256, 2), {"heatmaps", "depth"}),
+        (ModelConfig(backbone="resnet18", neck=0), (512, 2), {"heatmaps", "depth"}),
+        (ModelConfig(backbone="vit_tiny", patch_size=8, neck=48), (48, 8), {"heatmaps", "depth"}),
+        (ModelConfig(backbone="vit_tiny", head="volumetric", depth_bins=4), (256, 4), {"volumes"}),
+        (ModelConfig(backbone="hrnet_w32", head="2.5d", neck=0), (32, 16), {"heatmaps", "depth"}),
     ],
 )
 def test_posenet_output_shapes(config: ModelConfig, feat: tuple[int, int], maps: set) -> None:
@@ -512,7 +513,10 @@ def test_posenet_output_shapes(config: ModelConfig, feat: tuple[int, int], maps:
     out = net(images)
     assert set(out) == {"feat", "pooled", "coords"} | maps
     c, s = feat
+    assert net.feature_channels == c
     assert out["feat"].shape == (2, c, s, s) and out["pooled"].shape == (2, c)
+    # the head reads the neck: "feat" is what features() returns, and the head's input
+    assert torch.allclose(out["feat"], net.features(images))
     assert out["coords"].shape == (2, 21, 3)
     for key in maps:
         assert out[key].shape[:2] == (2, 21) and out[key].shape[-2:] == (16, 16)
@@ -530,6 +534,8 @@ def test_posenet_config_errors() -> None:
         ModelConfig(backbone="resnet19")
     with pytest.raises(DabenchError, match="heatmap_stride"):
         ModelConfig(img_size=64, heatmap_stride=3)
+    with pytest.raises(DabenchError, match=r"neck must be a non-negative integer \(0 = no neck\)"):
+        ModelConfig(neck=-1)
     with pytest.raises(DabenchError, match="hrnet_w32"):
         PoseNet(ModelConfig(backbone="hrnet_w32", heatmap_stride=8), 21)
     with pytest.raises(DabenchError, match="num_joints"):

@@ -78,7 +78,7 @@ class Toy(Method):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.decoder = nn.Linear(self.net.backbone.out_channels, 3)
+        self.decoder = nn.Linear(self.net.feature_channels, 3)
         self.teacher: ModelEmaV3 | None = None
         self.starts: list[tuple[str, bool]] = []
         self.updates: list[tuple[str, str]] = []
@@ -98,7 +98,7 @@ class Toy(Method):
         if stage == "pretrain":
             images = batch["target"]["images"]
             colour = images.float().mean(dim=(1, 2)) / 255
-            pooled = self.net.backbone.pool(self.net.features(images))
+            pooled = self.net.features(images).mean(dim=(-2, -1))
             return {"recon": hp.pre_weight * F.mse_loss(self.decoder(pooled), colour)}
         src = batch["source"]
         out = self.net(src["images"])

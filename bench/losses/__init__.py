@@ -1,7 +1,6 @@
 """Losses and small modules shared by domain-adaptation methods (each defined once here)."""
 
 from bench.losses.adversarial import (
-    AdaptationLayer,
     DomainDiscriminator,
     GradientReversal,
     GradientReverseFunction,
@@ -21,7 +20,6 @@ from bench.losses.mmd import (
 __all__ = [
     "DEFAULT_ALPHAS",
     "ESTIMATORS",
-    "AdaptationLayer",
     "DomainDiscriminator",
     "GradientReversal",
     "GradientReverseFunction",

@@ -1,5 +1,5 @@
-"""Domain-adversarial pieces (Ganin et al., JMLR 2016) and the feature adaptation layer of
-DDC/DAN: gradient reversal, the λ_p schedule, the domain discriminator and its loss."""
+"""Domain-adversarial pieces (Ganin et al., JMLR 2016): gradient reversal, the λ_p schedule,
+the domain discriminator and its loss."""
 
 from __future__ import annotations
 
@@ -92,29 +92,3 @@ def domain_adversarial_loss(logits_src: Tensor, logits_tgt: Tensor) -> tuple[Ten
     with torch.no_grad():
         acc = 0.5 * ((ls > 0).float().mean() + (lt <= 0).float().mean())
     return loss, acc
-
-
-class AdaptationLayer(nn.Module):
-    """DDC/DAN's adaptation (bottleneck) layer: Linear → BatchNorm1d → ReLU, ``dim`` wide.
-
-    Call it on the *concatenated* source + target batch: BatchNorm over one domain at a time
-    would subtract each domain's own mean, and linear MMD (a difference of means) would be
-    ~0 by construction.
-
-    ``affine`` is off by default: for pose the layer is a side branch that only the alignment
-    loss trains, so a learnable BN scale would let that loss shrink the branch to zero (and
-    Adam does so at ~lr per step) instead of aligning the backbone.
-    """
-
-    def __init__(self, in_features: int, dim: int = 256, affine: bool = False) -> None:
-        super().__init__()
-        if in_features <= 0 or dim <= 0:
-            raise DabenchError(f"AdaptationLayer sizes must be positive, got {in_features}, {dim}")
-        self.net = nn.Sequential(
-            nn.Linear(in_features, dim),
-            nn.BatchNorm1d(dim, affine=affine),
-            nn.ReLU(inplace=True),
-        )
-
-    def forward(self, f: Tensor) -> Tensor:
-        return self.net(f)

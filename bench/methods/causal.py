@@ -81,9 +81,7 @@ class CausalInterventions(Method):
             self.encoder = VAEEncoder(self.vae_size, hp.latent_dim)
             self.decoder = VAEDecoder(self.vae_size, hp.latent_dim)
         self.projector = (
-            FeatureProjector(self.net.backbone.out_channels, hp.feat_dim)
-            if hp.uses_features
-            else None
+            FeatureProjector(self.net.feature_channels, hp.feat_dim) if hp.uses_features else None
         )
         self.readout = (
             PoseReadout(hp.feat_dim, num_joints)
@@ -123,7 +121,7 @@ class CausalInterventions(Method):
         if joint_pass:
             feat = self.net.features(torch.cat([src["images"], other]))
             out_s = self.net.head_outputs(feat[:n])
-            pooled = self.net.backbone.pool(feat)
+            pooled = feat.mean(dim=(-2, -1))
         else:
             out_s = self.net(src["images"])
             pooled = out_s["pooled"]

@@ -1,5 +1,5 @@
 """DANN — domain-adversarial training (Ganin et al., JMLR 2016): a domain discriminator on the
-pooled backbone feature behind a gradient reversal layer."""
+pooled neck (the feature the pose head reads) behind a gradient reversal layer."""
 
 from __future__ import annotations
 
@@ -16,16 +16,14 @@ from bench.methods.specs.dann import DANNSpec
 
 class DANN(Method):
     """Pose loss on source + trade_off·0.5·[BCE(D(R_λ(f_s)), 1) + BCE(D(R_λ(f_t)), 0)],
-    f = the globally pooled backbone feature, R_λ the gradient reversal layer."""
+    f = the globally pooled neck (the map the pose head reads), R_λ the gradient reversal layer."""
 
     spec = DANNSpec
 
     def __init__(self, hparams: Any, model_config: ModelConfig, num_joints: int, root: int) -> None:
         super().__init__(hparams, model_config, num_joints, root)
         self.grl = GradientReversal(0.0)
-        self.discriminator = DomainDiscriminator(
-            self.net.backbone.out_channels, hparams.disc_hidden
-        )
+        self.discriminator = DomainDiscriminator(self.net.feature_channels, hparams.disc_hidden)
         self._disc_acc = WindowMean()
 
     def grl_lambda(self, step: int, progress: float) -> float:

@@ -1,4 +1,10 @@
-"""The pose model every method uses: backbone + 2.5D or volumetric head, integral regression.
+"""The pose model every method uses: backbone, neck, 2.5D or volumetric head, integral
+regression.
+
+The neck (``ModelConfig.neck`` channels, 0 = none) is a 1×1 Conv–BN–ReLU bottleneck, the
+pose network's counterpart of tllib's classifier bottleneck: the head reads it, so a method
+that aligns it (DDC, DAN, DANN) aligns what the head consumes, and every method of a grid
+starts from the same architecture.
 
 Both heads are decoded by integral (soft-argmax) regression (Sun et al., ECCV 2018), so the
 coordinates are differentiable and the loss is L1 on them:
@@ -53,7 +59,7 @@ def coord_l1(pred: Tensor, target: Tensor, vis: Tensor) -> Tensor:
 
 
 class PoseNet(nn.Module):
-    """Backbone → deconvolution head → integral regression (see the module docstring)."""
+    """Backbone → neck → deconvolution head → integral regression (module docstring)."""
 
     def __init__(self, config: ModelConfig, num_joints: int) -> None:
         super().__init__()
@@ -73,14 +79,21 @@ class PoseNet(nn.Module):
         except DabenchError as exc:
             raise DabenchError(f"{config.backbone} with heatmap_stride: {exc}") from None
         self.heatmap_size = config.img_size // config.heatmap_stride
+        self.neck: nn.Module = nn.Identity()
+        self.feature_channels = self.backbone.out_channels
+        if config.neck:
+            self.neck = nn.Sequential(
+                nn.Conv2d(self.backbone.out_channels, config.neck, 1, bias=False),
+                nn.BatchNorm2d(config.neck),
+                nn.ReLU(inplace=True),
+            )
+            self.feature_channels = config.neck
         self.head: nn.Module
         if config.head == "2.5d":
-            self.head = Head25D(
-                self.backbone.out_channels, num_joints, num_deconv, config.head_channels
-            )
+            self.head = Head25D(self.feature_channels, num_joints, num_deconv, config.head_channels)
         else:
             self.head = VolumetricHead(
-                self.backbone.out_channels,
+                self.feature_channels,
                 num_joints,
                 config.depth_bins,
                 num_deconv,
@@ -107,11 +120,13 @@ class PoseNet(nn.Module):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def features(self, images: Tensor) -> Tensor:
-        """Backbone feature map [B,C,h,w] of uint8 [B,H,W,3] (or normalised float) images."""
-        return self.backbone(self._input(images))
+        """The map the head reads, [B,feature_channels,h,w] (backbone, then the neck), of uint8
+        [B,H,W,3] (or normalised float) images."""
+        return self.neck(self.backbone(self._input(images)))
 
     def forward(self, images: Tensor, with_head_pooled: bool = False) -> dict[str, Tensor]:
-        """{"feat": [B,C,h,w], "pooled": [B,C], "coords": [B,K,3] normalised, plus
+        """{"feat": the head's input [B,C,h,w], "pooled": it globally averaged [B,C]
+        (C = ``feature_channels``), "coords": [B,K,3] normalised, plus
         "heatmaps" and "depth" [B,K,h',w'] (2.5D) or "volumes" [B,K,D,h',w']}; with
         ``with_head_pooled`` also "head_pooled" [B,head_channels]: the head's last hidden
         feature map (before its 1×1 conv; the backbone map for a head without deconvolutions)
@@ -119,8 +134,8 @@ class PoseNet(nn.Module):
         return self.head_outputs(self.features(images), with_head_pooled)
 
     def head_outputs(self, feat: Tensor, with_head_pooled: bool = False) -> dict[str, Tensor]:
-        """:meth:`forward` from an already computed backbone feature map, so that a method
-        can run the backbone on more images than the (costly) head."""
+        """:meth:`forward` from already computed :meth:`features`, so that a method can run
+        the backbone on more images than the (costly) head."""
         if with_head_pooled:
             out = self.head(feat, return_hidden=True)
             out["head_pooled"] = out.pop("hidden").mean(dim=(-2, -1))

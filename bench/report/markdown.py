@@ -24,8 +24,14 @@ def caption(df: pd.DataFrame, rule: str) -> str:
         adapt = sorted(set(df.loc[df["warm_start"].notna(), "steps"]))
         base = sorted(set(df.loc[df["warm_start"].isna(), "steps"]))
         starts = ", ".join(sorted(set(df["warm_start"].dropna())))
+        heads = sorted({str(h) for h in df.loc[df["warm_start"].notna(), "head"].dropna()})
+        own = (
+            f", trained with the row's own model ({' or '.join(heads)} head; see Methods)"
+            if len(heads) > 1
+            else ""
+        )
         warm = (
-            f"Domain-adaptation rows start from the pair's {starts} weights (same seed) and "
+            f"Domain-adaptation rows start from the pair's {starts} weights (same seed{own}) and "
             f"adapt for {', '.join(map(str, adapt))} steps; the other rows train "
             f"{', '.join(map(str, base))} steps from scratch. "
         )

@@ -85,8 +85,11 @@ def start_text(rows: pd.DataFrame) -> str:
         values = sorted({int(v) for v in rows[column].dropna()})
         return "–".join(map(str, values[:1] + values[-1:] if len(values) > 1 else values))
 
+    heads = sorted({str(h) for h in rows.get("head", pd.Series(dtype=object)).dropna()})
+    # the start is trained with the row's own model, so its head is the row's
+    head = f" with a {'/'.join(heads)} head" if heads else ""
     return (
-        f"{', '.join(starts)} network of the same pair and seed "
+        f"{', '.join(starts)} network{head} of the same pair and seed "
         f"({counts('start_loaded') or '?'} tensors loaded, {counts('start_fresh') or '?'} fresh)"
     )
 

@@ -8,7 +8,7 @@ from typing import Any
 from bench.errors import DabenchError
 from bench.methods.spec import Hparams, register_method
 from bench.methods.specs.common import FeatureAlignmentSpec
-from bench.typed import check_choice, check_non_negative, check_positive_int
+from bench.typed import check_choice, check_non_negative
 
 ESTIMATORS: tuple[str, ...] = ("linear", "quadratic")
 # Kernel bandwidths as multiples of the mean pairwise squared distance (tllib's DAN).
@@ -21,7 +21,6 @@ class DANHparams(Hparams):
     estimator: str = "linear"  # "linear" (unbiased, O(n)) | "quadratic" (unbiased, O(n²))
     alphas: tuple[float, ...] = DEFAULT_ALPHAS  # kernel bandwidths / mean pairwise sq. distance
     on_head: bool = True  # also align the pooled last hidden map of the pose head
-    adapt_dim: int = 256
     pose_weight: float = 1.0
 
     def __post_init__(self) -> None:
@@ -34,7 +33,6 @@ class DANHparams(Hparams):
         # YAML gives [0.125, 1, 2]: store floats so equal settings compare and hash equal.
         object.__setattr__(self, "alphas", tuple(float(a) for a in alphas))
         check_non_negative("dan", trade_off=self.trade_off, pose_weight=self.pose_weight)
-        check_positive_int("dan", adapt_dim=self.adapt_dim)
 
 
 @register_method("dan")

@@ -7,18 +7,16 @@ from typing import Any
 
 from bench.methods.spec import Hparams, register_method
 from bench.methods.specs.common import FeatureAlignmentSpec
-from bench.typed import check_non_negative, check_positive_int
+from bench.typed import check_non_negative
 
 
 @dataclass(frozen=True)
 class DDCHparams(Hparams):
     mmd_weight: float = 0.25  # λ of L = L_pose + λ·MMD² (Tzeng et al.)
-    adapt_dim: int = 256  # width of the adaptation layer
     pose_weight: float = 1.0
 
     def __post_init__(self) -> None:
         check_non_negative("ddc", mmd_weight=self.mmd_weight, pose_weight=self.pose_weight)
-        check_positive_int("ddc", adapt_dim=self.adapt_dim)
 
 
 @register_method("ddc")
