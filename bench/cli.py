@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,12 +45,27 @@ def _data_show(args: argparse.Namespace) -> None:
     print(render_sample(resolve_shard(args.shard), args.index, args.out))
 
 
+def _calibrate(args: argparse.Namespace) -> None:
+    from bench.calibration import QUICKSTART_COST, calibrate
+
+    if args.rounds <= 0:
+        raise DabenchError(f"--rounds must be a positive integer, got {args.rounds}")
+    cal = calibrate(rounds=args.rounds)
+    print(
+        f"calibration: {cal} — bare regnetx_002 training step, 1 thread, 64 px, batch 32\n"
+        f"`dabench run quickstart` (cost ≈ {QUICKSTART_COST:,.0f} = wall s × samples/s) should "
+        f"take about {cal.predict() / 60:.0f} min here, data generation included"
+    )
+
+
 def _run(args: argparse.Namespace) -> None:
     from bench.grid import load_grid
     from bench.paths import results_root
+    from bench.progress import duration
     from bench.report.markdown import write_report
     from bench.runner import run_grid
 
+    start = time.perf_counter()
     grid = load_grid(args.grid)
     results = args.results or results_root() / grid.name
     summary = run_grid(
@@ -59,7 +75,8 @@ def _run(args: argparse.Namespace) -> None:
     failed = len(summary.failed)
     print(
         f"{summary.total} trials ({summary.skipped} skipped, {summary.ran} run, "
-        f"{failed} failed), {summary.stage_runs} stage run(s) computed; report: {report}"
+        f"{failed} failed), {summary.stage_runs} stage run(s) computed in "
+        f"{duration(time.perf_counter() - start)}; report: {report}"
     )
     if failed:
         raise SystemExit(1)
@@ -180,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="measure this machine's calibration figure and predict the quickstart's time",
+    )
+    cal.add_argument("--rounds", type=int, default=5, help="timed rounds of 10 steps")
+    cal.set_defaults(func=_calibrate)
 
     grid = sub.add_parser("grid", help="inspect grids")
     gsub = grid.add_subparsers(dest="grid_command", required=True, metavar="ACTION")

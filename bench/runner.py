@@ -16,6 +16,7 @@ from bench.artifacts import ArtifactStore
 from bench.errors import DabenchError
 from bench.grid import Grid, StageRunSpec, TrialSpec
 from bench.paths import shard_root
+from bench.progress import GridProgress
 from bench.store import is_complete, read_record, trial_dir, write_trial
 
 EXECUTORS = ("ray", "local")
@@ -120,7 +121,7 @@ def run_grid(
         prepare(nodes, data_root, progress)
         results.mkdir(parents=True, exist_ok=True)
         run_id = uuid.uuid4().hex
-        counter = _Counter(len(nodes))
+        tracker = GridProgress(nodes, log)
         store = ArtifactStore(results)
         for wave in waves:
             wave = _drop_orphans(wave, store, results, run_id, log)
@@ -128,9 +129,9 @@ def run_grid(
                 continue
             if executor == "local":
                 for node in wave:
-                    _run_local(node, results, data_root, run_id, progress, log, counter)
+                    _run_local(node, results, data_root, run_id, progress, log, tracker)
             else:
-                _run_ray(grid, wave, results, data_root, address, run_id, log, counter)
+                _run_ray(grid, wave, results, data_root, address, run_id, log, tracker)
         computed = sum(
             store.exists(s.key) and store.meta(s.key).get("run_id") == run_id for s in stage_runs
         )
@@ -150,15 +151,6 @@ def run_grid(
         records=records,
         stage_runs=computed,
     )
-
-
-class _Counter:
-    def __init__(self, total: int) -> None:
-        self.done, self.total = 0, total
-
-    def next(self) -> str:
-        self.done += 1
-        return f"[{self.done}/{self.total}]"
 
 
 def _drop_orphans(
@@ -197,11 +189,13 @@ def _run_local(
     run_id: str,
     progress: bool,
     log: Callable[[str], None],
-    counter: _Counter,
+    grid_progress: GridProgress,
 ) -> None:
     from bench.trial import run_stage_run, run_trial
 
-    log(f"{counter.next()} {_describe(node)}")
+    log(f"[{grid_progress.finished + 1}/{grid_progress.total}] {_describe(node)}")
+    grid_progress.started(node.node_id)
+    ok = True
     try:
         if isinstance(node, StageRunSpec):
             run_stage_run(
@@ -212,9 +206,13 @@ def _run_local(
             record = run_trial(
                 node, results, data_root=data_root, run_id=run_id, progress=progress, log=log
             )
+            ok = record["status"] != "failed"
             log(_summary_line(record))
     except Exception as exc:  # recorded by the node; the grid goes on
+        ok = False
         log(f"  failed: {type(exc).__name__}: {exc}")
+    grid_progress.done(node.node_id, ok)
+    log(grid_progress.line())
 
 
 def _summary_line(record: dict[str, Any]) -> str:
@@ -271,30 +269,42 @@ def _run_ray(
     address: str | None,
     run_id: str,
     log: Callable[[str], None],
-    counter: _Counter,
+    grid_progress: GridProgress,
 ) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import ray
     from ray import tune
 
+    def node_of(trial: Any) -> Node:
+        entry = trial.config["spec"]
+        kind = StageRunSpec if entry["kind"] == "stage" else TrialSpec
+        return kind.from_dict(entry["node"])
+
     class _Progress(tune.Callback):
+        def on_step_begin(self, iteration, trials, **info) -> None:
+            grid_progress.tick()
+
+        def on_trial_start(self, iteration, trials, trial, **info) -> None:
+            grid_progress.started(node_of(trial).node_id)
+
         def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-            config = trial.config["spec"]
-            if config["kind"] == "stage":
-                log(f"{counter.next()} stage run {config['node']['key']}: done")
-                return
-            spec = TrialSpec.from_dict(config["node"])
-            path = trial_dir(results, spec.trial_id) / "record.json"
-            line = _summary_line(read_record(path)) if path.exists() else f"  {spec.label}: ?"
-            log(f"{counter.next()}{line}")
+            self._finished(trial, ok=True)
 
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
-            config = trial.config["spec"]
-            if config["kind"] == "stage":
-                log(f"{counter.next()} stage run {config['node']['key']}: failed")
+            self._finished(trial, ok=False)
+
+        def _finished(self, trial: Any, ok: bool) -> None:
+            node = node_of(trial)
+            if isinstance(node, StageRunSpec):
+                outcome = "done" if ok else "failed"
+                log(f"{grid_progress.done(node.node_id, ok)} stage run {node.key}: {outcome}")
                 return
-            self.on_trial_complete(iteration, trials, trial)
+            path = trial_dir(results, node.trial_id) / "record.json"
+            record = read_record(path) if path.exists() else None
+            ok = ok and record is not None and record["status"] != "failed"
+            line = _summary_line(record) if record else f"  {node.label}: no record"
+            log(f"{grid_progress.done(node.node_id, ok)}{line}")
 
     started_here = False
     if not ray.is_initialized():
@@ -329,7 +339,7 @@ def _run_ray(
             "run_id": run_id,
         },
         run_config=tune.RunConfig(
-            name=f"{grid.name}-{run_id[:8]}-{counter.done}",
+            name=f"{grid.name}-{run_id[:8]}-{grid_progress.finished}",
             storage_path=str(results / "_ray"),
             failure_config=tune.FailureConfig(max_failures=max_failures),
             verbose=0,

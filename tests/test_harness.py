@@ -354,7 +354,7 @@ def test_report_names_the_head_each_adapted_row_started_with():
         ]
     )
     text = caption(df, "last")
-    assert "same seed, trained with the row's own model (2.5d or volumetric head" in text
+    assert "(same seed; each trained with the row's own head, 2.5d or volumetric: see" in text
     starts = dict(zip(methods_table(df)["Method"], methods_table(df)["Starts from"], strict=True))
     causal = next(v for k, v in starts.items() if k.startswith("Causal"))
     assert causal == (

@@ -26,7 +26,7 @@ def caption(df: pd.DataFrame, rule: str) -> str:
         starts = ", ".join(sorted(set(df["warm_start"].dropna())))
         heads = sorted({str(h) for h in df.loc[df["warm_start"].notna(), "head"].dropna()})
         own = (
-            f", trained with the row's own model ({' or '.join(heads)} head; see Methods)"
+            f"; each trained with the row's own head, {' or '.join(heads)}: see Methods"
             if len(heads) > 1
             else ""
         )
