@@ -140,7 +140,9 @@ class TrialSpec(_Node):
             "seed": self.seed,
             "data": dict(self.data),
             "model": dict(self.model),
-            "train": _semantic_train(self.train),
+            # "steps" holds the resolved budget, so the adaptation budget of other trials
+            # must not make a from-scratch trial (and its export) run again
+            "train": _semantic_train(self.train, "adapt_steps"),
             "start": self.start.key if self.start else None,
         }
 

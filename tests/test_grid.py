@@ -160,6 +160,26 @@ def test_warm_start_links_adapting_trials_to_their_source_only_trial(tmp_path):
                 "w.yaml",
             )
         )
+    # another adaptation budget changes the adapting trials only: the from-scratch ones
+    # (and the network they export) are the same, so a store keeps them
+    longer = load_grid(
+        write(
+            tmp_path,
+            {
+                **BASE,
+                "methods": ["source-only", "oracle", "ddc"],
+                "warm_start": "source-only",
+                "train": {**BASE["train"], "adapt_steps": 3},
+            },
+            "l.yaml",
+        )
+    )
+    again = {(t.method, t.seed): t for t in longer.trials}
+    for seed in (0, 1):
+        for method in ("source-only", "oracle"):
+            assert again[(method, seed)].trial_id == by[(method, seed)].trial_id
+        assert again[("ddc", seed)].trial_id != by[("ddc", seed)].trial_id
+        assert again[("ddc", seed)].start.key == by[("ddc", seed)].start.key
 
 
 def test_a_method_with_another_head_gets_a_matched_warm_start(tmp_path):
