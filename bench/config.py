@@ -87,6 +87,7 @@ class TrainConfig:
     adapt_steps: int = 0  # budget of warm-started (adapting) trials; 0 = steps
     batch_size: int = 32
     lr: float = 1e-3
+    adapt_lr: float = 0.0  # learning rate of warm-started (adapting) trials; 0 = lr
     weight_decay: float = 1e-4
     warmup_steps: int = 100
     grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
@@ -116,6 +117,8 @@ class TrainConfig:
                 raise DabenchError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.source_val_fraction < 0.5:
             raise DabenchError("train.source_val_fraction must be in [0, 0.5)")
+        if self.adapt_lr < 0:
+            raise DabenchError(f"train.adapt_lr must be >= 0 (0 = lr), got {self.adapt_lr}")
         if self.grad_clip < 0:
             raise DabenchError(f"train.grad_clip must be >= 0, got {self.grad_clip}")
 

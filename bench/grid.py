@@ -52,6 +52,11 @@ DEPTH_RANGE_MM = {"hand21": 400.0}
 DEFAULT_DEPTH_RANGE_MM = 2000.0
 
 
+# What a warm-started trial trains with instead of steps and lr; a node's resolved "steps"
+# and "lr" already say what it used, so these two enter no id or key themselves.
+ADAPT_TRAIN = ("adapt_steps", "adapt_lr")
+
+
 def _semantic_train(train: Mapping[str, Any], *drop: str) -> dict[str, Any]:
     return {k: v for k, v in train.items() if k not in NON_SEMANTIC_TRAIN and k not in drop}
 
@@ -140,9 +145,9 @@ class TrialSpec(_Node):
             "seed": self.seed,
             "data": dict(self.data),
             "model": dict(self.model),
-            # "steps" holds the resolved budget, so the adaptation budget of other trials
-            # must not make a from-scratch trial (and its export) run again
-            "train": _semantic_train(self.train, "adapt_steps"),
+            # "steps" and "lr" hold the trial's own budget and rate, so the adaptation
+            # settings of other trials must not make a from-scratch trial run again
+            "train": _semantic_train(self.train, *ADAPT_TRAIN),
             "start": self.start.key if self.start else None,
         }
 
@@ -269,7 +274,7 @@ def _stage_key(
     stage: Stage,
     ctx: _Context,
     model: Mapping[str, Any],
-    budget: int,
+    train: Mapping[str, Any],
     start: str | None,
 ) -> str:
     """The artifact key of ``stage``'s output: the method, the stage, the hyper-parameters
@@ -285,14 +290,14 @@ def _stage_key(
             "stage": stage.name,
             "reads": reads,
             "plan": [(s.name, repr(s.length)) for s in plan],
-            "budget": budget,
+            "budget": train["steps"],
             "views": {role: repr(v) for role, v in stage.views.items()},
             "source": ctx.source,
             "target": target,
             "data": dict(ctx.data),
             "model": dict(model),
             "seed": ctx.seed,
-            "train": _semantic_train(ctx.train, *EVALUATION_TRAIN, "steps", "adapt_steps"),
+            "train": _semantic_train(train, *EVALUATION_TRAIN, "steps", *ADAPT_TRAIN),
             "start": start,
         }
     )
@@ -320,6 +325,8 @@ def _plan(
     plan = r.spec.checked_stages(r.hparams)
     model = _model(ctx, r, fixed_by)
     train = {**ctx.train, "steps": budget, "eval_every": min(ctx.train["eval_every"], budget)}
+    if warm is not None and ctx.train["adapt_lr"]:
+        train["lr"] = ctx.train["adapt_lr"]
     common = {
         "grid": ctx.grid,
         "method": r.card.name,
@@ -341,7 +348,7 @@ def _plan(
     runs, keys = [], {}
     start = upstream[-1].key if upstream else None
     for stage in plan:
-        key = _stage_key(r, plan, stage, ctx, model, budget, start)
+        key = _stage_key(r, plan, stage, ctx, model, train, start)
         start = key
         if stage.evaluate:  # run by the trial, which can export its output
             keys[stage.name] = key

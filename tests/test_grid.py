@@ -180,6 +180,26 @@ def test_warm_start_links_adapting_trials_to_their_source_only_trial(tmp_path):
             assert again[(method, seed)].trial_id == by[(method, seed)].trial_id
         assert again[("ddc", seed)].trial_id != by[("ddc", seed)].trial_id
         assert again[("ddc", seed)].start.key == by[("ddc", seed)].start.key
+    # adapt_lr: the adapting trials' own learning rate; the start and its key stay
+    slower = load_grid(
+        write(
+            tmp_path,
+            {
+                **BASE,
+                "methods": ["source-only", "oracle", "ddc"],
+                "warm_start": "source-only",
+                "train": {**BASE["train"], "adapt_steps": 2, "adapt_lr": 1e-4},
+            },
+            "s.yaml",
+        )
+    )
+    slow = {(t.method, t.seed): t for t in slower.trials}
+    assert slow[("ddc", 0)].train["lr"] == 1e-4 and slow[("oracle", 0)].train["lr"] == 1e-3
+    assert slow[("source-only", 0)].trial_id == by[("source-only", 0)].trial_id
+    assert slow[("ddc", 0)].start.key == by[("ddc", 0)].start.key
+    assert slow[("ddc", 0)].trial_id != by[("ddc", 0)].trial_id
+    with pytest.raises(DabenchError, match=r"train.adapt_lr must be >= 0 \(0 = lr\)"):
+        load_grid(write(tmp_path, {**BASE, "train": {**BASE["train"], "adapt_lr": -1}}, "n.yaml"))
 
 
 def test_a_method_with_another_head_gets_a_matched_warm_start(tmp_path):
