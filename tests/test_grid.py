@@ -126,18 +126,19 @@ def test_duplicate_trials_are_refused(tmp_path):
         load_grid(write(tmp_path, {**BASE, "methods": ["source-only", "source-only"]}))
 
 
+def warm_grid(tmp_path, filename: str, **train):
+    """Source-only, oracle and DDC warm-started from source-only, with these train settings."""
+    raw = {
+        **BASE,
+        "methods": ["source-only", "oracle", "ddc"],
+        "warm_start": "source-only",
+        "train": {**BASE["train"], **train},
+    }
+    return load_grid(write(tmp_path, raw, filename))
+
+
 def test_warm_start_links_adapting_trials_to_their_source_only_trial(tmp_path):
-    grid = load_grid(
-        write(
-            tmp_path,
-            {
-                **BASE,
-                "methods": ["source-only", "oracle", "ddc"],
-                "warm_start": "source-only",
-                "train": {**BASE["train"], "adapt_steps": 2},
-            },
-        )
-    )
+    grid = warm_grid(tmp_path, "grid.yaml", adapt_steps=2)
     by = {(t.method, t.seed): t for t in grid.trials}
     assert len(grid.stage_runs) == 2  # one source-only network per seed
     for seed in (0, 1):
@@ -162,18 +163,7 @@ def test_warm_start_links_adapting_trials_to_their_source_only_trial(tmp_path):
         )
     # another adaptation budget changes the adapting trials only: the from-scratch ones
     # (and the network they export) are the same, so a store keeps them
-    longer = load_grid(
-        write(
-            tmp_path,
-            {
-                **BASE,
-                "methods": ["source-only", "oracle", "ddc"],
-                "warm_start": "source-only",
-                "train": {**BASE["train"], "adapt_steps": 3},
-            },
-            "l.yaml",
-        )
-    )
+    longer = warm_grid(tmp_path, "l.yaml", adapt_steps=3)
     again = {(t.method, t.seed): t for t in longer.trials}
     for seed in (0, 1):
         for method in ("source-only", "oracle"):
@@ -181,18 +171,7 @@ def test_warm_start_links_adapting_trials_to_their_source_only_trial(tmp_path):
         assert again[("ddc", seed)].trial_id != by[("ddc", seed)].trial_id
         assert again[("ddc", seed)].start.key == by[("ddc", seed)].start.key
     # adapt_lr: the adapting trials' own learning rate; the start and its key stay
-    slower = load_grid(
-        write(
-            tmp_path,
-            {
-                **BASE,
-                "methods": ["source-only", "oracle", "ddc"],
-                "warm_start": "source-only",
-                "train": {**BASE["train"], "adapt_steps": 2, "adapt_lr": 1e-4},
-            },
-            "s.yaml",
-        )
-    )
+    slower = warm_grid(tmp_path, "s.yaml", adapt_steps=2, adapt_lr=1e-4)
     slow = {(t.method, t.seed): t for t in slower.trials}
     assert slow[("ddc", 0)].train["lr"] == 1e-4 and slow[("oracle", 0)].train["lr"] == 1e-3
     assert slow[("source-only", 0)].trial_id == by[("source-only", 0)].trial_id

@@ -98,7 +98,7 @@ class Toy(Method):
         if stage == "pretrain":
             images = batch["target"]["images"]
             colour = images.float().mean(dim=(1, 2)) / 255
-            pooled = self.net.features(images).mean(dim=(-2, -1))
+            pooled = self.net.pool(self.net.features(images))
             return {"recon": hp.pre_weight * F.mse_loss(self.decoder(pooled), colour)}
         src = batch["source"]
         out = self.net(src["images"])

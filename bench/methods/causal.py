@@ -121,7 +121,7 @@ class CausalInterventions(Method):
         if joint_pass:
             feat = self.net.features(torch.cat([src["images"], other]))
             out_s = self.net.head_outputs(feat[:n])
-            pooled = feat.mean(dim=(-2, -1))
+            pooled = self.net.pool(feat)
         else:
             out_s = self.net(src["images"])
             pooled = out_s["pooled"]

@@ -129,9 +129,15 @@ class PoseNet(nn.Module):
         (C = ``feature_channels``), "coords": [B,K,3] normalised, plus
         "heatmaps" and "depth" [B,K,h',w'] (2.5D) or "volumes" [B,K,D,h',w']}; with
         ``with_head_pooled`` also "head_pooled" [B,head_channels]: the head's last hidden
-        feature map (before its 1×1 conv; the backbone map for a head without deconvolutions)
+        feature map (before its 1×1 conv; the neck's map for a head without deconvolutions)
         globally averaged, which DAN aligns."""
         return self.head_outputs(self.features(images), with_head_pooled)
+
+    @staticmethod
+    def pool(feat: Tensor) -> Tensor:
+        """The head's input map [B,C,h,w] globally averaged, [B,C]: what DDC, DAN, DANN and
+        causal interventions' φ read."""
+        return feat.mean(dim=(-2, -1))
 
     def head_outputs(self, feat: Tensor, with_head_pooled: bool = False) -> dict[str, Tensor]:
         """:meth:`forward` from already computed :meth:`features`, so that a method can run
@@ -154,7 +160,7 @@ class PoseNet(nn.Module):
         x = (xyz[..., 0] + 0.5) / w
         y = (xyz[..., 1] + 0.5) / h
         coords = torch.stack([x, y, z], dim=-1)
-        return {"feat": feat, "pooled": self.backbone.pool(feat), "coords": coords, **out}
+        return {"feat": feat, "pooled": self.pool(feat), "coords": coords, **out}
 
     def _check_root(self, root: int) -> None:
         if not 0 <= root < self.num_joints:
