@@ -57,6 +57,13 @@ MUTANTS = (
         ("tests/test_methods_da.py::dan_aligns",),
     ),
     Mutant(
+        "dann-adversary-sees-source-twice",
+        "bench/methods/dann.py",
+        "adv, acc = domain_adversarial_loss(logits[:n], logits[n:])",
+        "adv, acc = domain_adversarial_loss(logits[:n], logits[:n])",
+        ("tests/test_methods_da.py::dann_discriminates",),
+    ),
+    Mutant(
         "causal-swap-uses-source-codes",
         "bench/methods/causal.py",
         "noises_cf.append(codes_o[torch.arange(n, device=codes_o.device) % len(codes_o)])",

@@ -310,6 +310,25 @@ def test_neck_batchnorm_on_the_joint_batch_keeps_the_domain_gap(pair, batches):
     assert gap > 10 * mmd.linear_mmd2(apart[:BATCH], apart[BATCH:]).item()
 
 
+def test_dann_discriminates_the_source_half_from_the_target_half(pair, batches):
+    """The adversarial loss is BCE of D on the source features against 1 and on the target
+    features against 0 (written out here with torch's BCE, not the harness's loss)."""
+    method = build("dann", pair.root).train()
+    batch = batches[2]
+    losses = method.training_step("train", batch, StepStub(50, 0.5))
+    with torch.no_grad():
+        logits = method.discriminator(joint_features(method, batch)["pooled"]).double()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    src, tgt = logits[:BATCH], logits[BATCH:]
+    expected = 0.5 * (bce(src, torch.ones_like(src)) + bce(tgt, torch.zeros_like(tgt)))
+    assert float(losses["adv"].detach()) == pytest.approx(
+        method.hparams.trade_off * float(expected), rel=1e-4
+    )
+    # the halves differ, so a loss that saw one domain twice could not give this value
+    swapped = 0.5 * (bce(tgt, torch.ones_like(tgt)) + bce(src, torch.zeros_like(src)))
+    assert float(swapped) != pytest.approx(float(expected), rel=1e-3)
+
+
 @pytest.mark.parametrize("entry", ["ddc", "dan", "dann"])
 def test_alignment_trains_only_what_the_pose_head_reads(entry, pair, batches):
     """No side branch: every parameter the alignment term moves also shapes the pose
