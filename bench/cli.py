@@ -61,7 +61,7 @@ def _calibrate(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> None:
     from bench.grid import load_grid
     from bench.paths import results_root
-    from bench.progress import duration
+    from bench.progress import duration, time_breakdown
     from bench.report.markdown import write_report
     from bench.runner import run_grid
 
@@ -73,11 +73,15 @@ def _run(args: argparse.Namespace) -> None:
     )
     report = write_report(results)
     failed = len(summary.failed)
+    wall = time.perf_counter() - start
     print(
         f"{summary.total} trials ({summary.skipped} skipped, {summary.ran} run, "
         f"{failed} failed), {summary.stage_runs} stage run(s) computed in "
-        f"{duration(time.perf_counter() - start)}; report: {report}"
+        f"{duration(wall)}; report: {report}"
     )
+    if summary.ran:
+        timings = [r["timings"] for r in summary.ran_records]
+        print(f"time: {time_breakdown(wall, summary.timings, timings)}")
     if failed:
         raise SystemExit(1)
 

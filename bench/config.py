@@ -39,6 +39,9 @@ class ModelConfig:
     img_size: int = 64
     patch_size: int | None = None  # ViT only; default 16
     output_stride: int = 32  # ResNet only: 32, 16 or 8 (dilated last stages)
+    # CNNs: cut the backbone after its last stage at this stride (32 = whole; 16 drops the
+    # last stage: fewer parameters, a finer map, a faster step)
+    feature_stride: int = 32
     head: str = "2.5d"  # "2.5d" | "volumetric"
     heatmap_stride: int = 4  # input px per heatmap cell
     depth_bins: int = 16  # volumetric only

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 
 class _Node(Protocol):
@@ -96,3 +96,38 @@ class GridProgress:
 
 def _steps(node: _Node) -> int:
     return max(int(node.train.get("steps", 1)), 1)
+
+
+# Parts of a trial's own time, as its record's timings name them (data loading is part of
+# training); set-up is what remains of the total (data views, networks, the warm start).
+_TRIAL_PARTS = (
+    ("train_seconds", "training"),
+    ("eval_seconds", "evaluation"),
+    ("checkpoint_seconds", "checkpoints"),
+    ("write_seconds", "writing"),
+)
+
+
+def time_breakdown(
+    wall: float, driver: Mapping[str, float], trial_timings: Iterable[Mapping[str, Any]]
+) -> str:
+    """Where a run's wall time went: the driver's phases (``prepare``, ``ray_start``,
+    ``nodes``; see ``RunSummary.timings``) and, summed over the trials that ran, the parts
+    of their own time with their average concurrency during the node phase."""
+    phases = [("data", "prepare"), ("Ray start", "ray_start"), ("nodes", "nodes")]
+    shown = [f"{name} {duration(driver[key])}" for name, key in phases if key in driver]
+    rest = wall - sum(driver.get(key, 0.0) for _, key in phases)
+    text = f"wall {duration(wall)} = " + " + ".join([*shown, f"other {duration(rest)}"])
+    timings = [t for t in trial_timings if t.get("total_seconds")]
+    total = sum(t["total_seconds"] for t in timings)
+    if not total:
+        return text
+    parts = {label: sum(t.get(key, 0.0) for t in timings) for key, label in _TRIAL_PARTS}
+    parts["set-up"] = total - sum(parts.values())
+    data = sum(t.get("data_seconds", 0.0) for t in timings)
+    shares = [f"{label} {100 * v / total:.0f}%" for label, v in parts.items()]
+    shares[0] += f" (data loading {100 * data / total:.0f}%)"
+    text += f"; trials' own time {duration(total)}: " + ", ".join(shares)
+    if driver.get("nodes"):
+        text += f"; {total / driver['nodes']:.2f} trials at a time on average"
+    return text

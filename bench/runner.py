@@ -5,10 +5,12 @@ resources, crashes retried) or in-process."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,14 @@ class RunSummary:
     ran: int
     records: list[dict[str, Any]]
     stage_runs: int = 0  # stage runs computed by this run
+    # wall seconds of the driver's phases: prepare (data generation and checks), ray_start,
+    # nodes (from the first node's start to the last one's end)
+    timings: dict[str, float] = field(default_factory=dict)
+    ran_ids: tuple[str, ...] = ()  # trials this run trained (the others were complete)
+
+    @property
+    def ran_records(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["trial_id"] in self.ran_ids]
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -117,21 +127,28 @@ def run_grid(
         f"→ {results}"
     )
     computed = 0
+    timings: dict[str, float] = {}
     if nodes:
+        started = time.perf_counter()
         prepare(nodes, data_root, progress)
+        timings["prepare"] = time.perf_counter() - started
         results.mkdir(parents=True, exist_ok=True)
         run_id = uuid.uuid4().hex
         tracker = GridProgress(nodes, log)
         store = ArtifactStore(results)
-        for wave in waves:
-            wave = _drop_orphans(wave, store, results, run_id, log)
-            if not wave:
-                continue
-            if executor == "local":
-                for node in wave:
-                    _run_local(node, results, data_root, run_id, progress, log, tracker)
-            else:
-                _run_ray(grid, wave, results, data_root, address, run_id, log, tracker)
+        session = _ray_session(address, timings) if executor == "ray" else contextlib.nullcontext()
+        with session:
+            started = time.perf_counter()
+            for wave in waves:
+                wave = _drop_orphans(wave, store, results, run_id, log)
+                if not wave:
+                    continue
+                if executor == "local":
+                    for node in wave:
+                        _run_local(node, results, data_root, run_id, progress, log, tracker)
+                else:
+                    _run_ray(grid, wave, results, data_root, run_id, log, tracker)
+            timings["nodes"] = time.perf_counter() - started
         computed = sum(
             store.exists(s.key) and store.meta(s.key).get("run_id") == run_id for s in stage_runs
         )
@@ -150,6 +167,8 @@ def run_grid(
         ran=len(trials),
         records=records,
         stage_runs=computed,
+        timings=timings,
+        ran_ids=tuple(t.trial_id for t in trials),
     )
 
 
@@ -261,19 +280,42 @@ def _tune_node(config: dict[str, Any]) -> None:
     tune.report({"status": record["status"], "target_mpjpe": overall.get("mpjpe") or -1.0})
 
 
+@contextlib.contextmanager
+def _ray_session(address: str | None, timings: dict[str, float]) -> Iterator[None]:
+    """One Ray session for every wave of a run (started here unless one is running); the
+    seconds ``ray.init`` took go to ``timings["ray_start"]``."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "logging_level": "ERROR",
+        "log_to_driver": False,
+    }
+    if address:
+        kwargs["address"] = address
+    started = time.perf_counter()
+    ray.init(**kwargs)
+    timings["ray_start"] = time.perf_counter() - started
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 def _run_ray(
     grid: Grid,
     wave: list[Node],
     results: Path,
     data_root: Path,
-    address: str | None,
     run_id: str,
     log: Callable[[str], None],
     grid_progress: GridProgress,
 ) -> None:
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    import ray
     from ray import tune
 
     def node_of(trial: Any) -> Node:
@@ -306,17 +348,6 @@ def _run_ray(
             line = _summary_line(record) if record else f"  {node.label}: no record"
             log(f"{grid_progress.done(node.node_id, ok)}{line}")
 
-    started_here = False
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {
-            "include_dashboard": False,
-            "logging_level": "ERROR",
-            "log_to_driver": False,
-        }
-        if address:
-            kwargs["address"] = address
-        ray.init(**kwargs)
-        started_here = True
     # Each node asks for its own resources (a GPU method beside CPU baselines).
     trainable = tune.with_resources(
         _tune_node, lambda config: {k: v for k, v in config["spec"]["resources"].items() if v}
@@ -332,6 +363,9 @@ def _run_ray(
     max_failures = max(int(n.train.get("max_failures", 1)) for n in wave)
     tuner = tune.Tuner(
         trainable,
+        # A worker process imports torch and timm once (≈8 s on a slow 2-core machine) and
+        # then runs trial after trial; every trial seeds and configures torch itself.
+        tune_config=tune.TuneConfig(reuse_actors=True),
         param_space={
             "spec": tune.grid_search(specs),
             "results": str(results),
@@ -346,8 +380,4 @@ def _run_ray(
             callbacks=[_Progress()],
         ),
     )
-    try:
-        tuner.fit()
-    finally:
-        if started_here:
-            ray.shutdown()
+    tuner.fit()

@@ -154,14 +154,22 @@ def write_trial(
     record = _finite(record)
     validate_record(record)
     directory = trial_dir(results, record["trial_id"])
-    directory.mkdir(parents=True, exist_ok=True)
     if predictions:
-        with atomic_path(directory / "predictions.npz") as tmp:
-            np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in predictions.items()})
+        write_predictions(results, record["trial_id"], predictions)
+    directory.mkdir(parents=True, exist_ok=True)
     text = json.dumps(record, indent=1, sort_keys=True, allow_nan=False, default=_jsonable)
     with atomic_path(directory / "record.json") as tmp:
         tmp.write_text(text)
     return directory / "record.json"
+
+
+def write_predictions(results: Path, trial_id: str, predictions: Mapping[str, np.ndarray]) -> None:
+    """A trial's per-sample predictions, atomically (before its record: a record on disk
+    means the trial is complete)."""
+    directory = trial_dir(results, trial_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / "predictions.npz") as tmp:
+        np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in predictions.items()})
 
 
 def _finite(value: Any) -> Any:

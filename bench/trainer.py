@@ -56,6 +56,8 @@ class _RunState:
     samples: int = 0
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
+    data_seconds: float = 0.0  # of train_seconds: waiting for the next batch
+    checkpoint_seconds: float = 0.0
     status: str = "ok"
     diverged_at: int | None = None
     evaluations: list[dict[str, Any]] = field(default_factory=list)
@@ -67,11 +69,13 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 - libraries draw from the global RNG
     torch.manual_seed(seed)
+    # Set both ways: one process runs trial after trial (a reused Ray worker, the local
+    # executor), and a deterministic trial must not leave the next one deterministic.
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -407,7 +411,9 @@ class Trainer:
             t0 = time.perf_counter()
             for i in range(state.stage_step, n_steps):
                 update.set_learning_rates(i)
+                tb = time.perf_counter()
                 batch = self.next_batch()
+                state.data_seconds += time.perf_counter() - tb
                 ctx.step, ctx.progress = state.step, i / max(1, n_steps)
                 losses = update.step(batch, ctx)
                 state.samples += sum(len(b["images"]) for b in batch.values() if "images" in b)
@@ -435,7 +441,9 @@ class Trainer:
                             f"step {state.step}: target MPJPE {tt['mpjpe']:.1f} mm, "
                             f"PCK@0.05 {tt['pck2d_005']:.1f}%"
                         )
+                    tc = time.perf_counter()
                     self._checkpoint(state, running)
+                    state.checkpoint_seconds += time.perf_counter() - tc
                     self.method.train()
                     t0 = time.perf_counter()
             state.train_seconds += time.perf_counter() - t0
@@ -451,6 +459,8 @@ class Trainer:
             timings={
                 "train_seconds": state.train_seconds,
                 "eval_seconds": state.eval_seconds,
+                "data_seconds": state.data_seconds,
+                "checkpoint_seconds": state.checkpoint_seconds,
                 "train_samples_per_s": state.samples / state.train_seconds
                 if state.train_seconds > 0
                 else 0.0,

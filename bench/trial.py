@@ -30,7 +30,13 @@ from bench.methods.spec import MethodSpec, Stage, coerce_hparams, get_spec
 from bench.metrics import METRICS_VERSION
 from bench.provenance import versions
 from bench.selection import RULES, get_rule
-from bench.store import RECORD_SCHEMA_ID, read_record, trial_dir, write_trial
+from bench.store import (
+    RECORD_SCHEMA_ID,
+    read_record,
+    trial_dir,
+    write_predictions,
+    write_trial,
+)
 from bench.trainer import CHECKPOINT, Trainer, TrainResult, seed_everything
 
 FINAL_WEIGHTS = "weights.pt"
@@ -275,9 +281,15 @@ def run_trial(
             record["artifacts"][-1].update(loaded)
         predictions = _fill_results(record, result, spec.selection)
         # The final pose network, for inspection (warm starts use stage artifacts).
+        written = time.perf_counter()
         workdir.mkdir(parents=True, exist_ok=True)
         with atomic_path(workdir / FINAL_WEIGHTS) as tmp:
             torch.save(method.net.state_dict(), tmp)
+        if predictions:
+            write_predictions(results, spec.trial_id, predictions)
+        predictions = None  # written
+        # weights and predictions; the record itself (a few kB of JSON) comes last
+        record["timings"]["write_seconds"] = time.perf_counter() - written
     except Exception as exc:
         record = _failed(record, exc)
         log(f"trial {spec.trial_id} failed: {type(exc).__name__}: {exc}")

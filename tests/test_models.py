@@ -22,6 +22,7 @@ from bench.models.heatmaps import (
     image_to_heatmap,
     soft_argmax_2d,
     soft_argmax_3d,
+    soft_argmax_3d_marginal,
 )
 from bench.models.lifting import backproject, lift_25d, root_depth_from_bone
 from bench.models.pose_net import ModelConfig, PoseNet
@@ -352,6 +353,50 @@ def test_soft_argmax_3d_peak_and_gradient() -> None:
     assert leaf.grad is not None and leaf.grad.abs().sum() > 0
 
 
+def test_soft_argmax_3d_backward_is_the_softmax_graph_gradient() -> None:
+    """The hand-written backward against autograd through softmax and sums, both outputs."""
+    torch.manual_seed(0)
+    vol = (3 * torch.randn(2, 3, 4, 5, 6, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(soft_argmax_3d_marginal, (vol,))
+    probs = torch.softmax(vol.flatten(-3), -1).view_as(vol)
+    xs, ys, zs = (torch.arange(n, dtype=vol.dtype) for n in (6, 5, 4))
+    ref_xyz = torch.stack(
+        [
+            (probs.sum((-3, -2)) * xs).sum(-1),
+            (probs.sum((-3, -1)) * ys).sum(-1),
+            (probs.sum((-2, -1)) * zs).sum(-1),
+        ],
+        -1,
+    )
+    xyz, probs_xy = soft_argmax_3d_marginal(vol)
+    torch.testing.assert_close(xyz, ref_xyz)
+    torch.testing.assert_close(probs_xy, probs.sum(-3))
+    weights = torch.randn_like(ref_xyz), torch.randn_like(probs_xy)
+    ref_grad = torch.autograd.grad(
+        (ref_xyz * weights[0]).sum() + (probs.sum(-3) * weights[1]).sum(), vol
+    )[0]
+    grad = torch.autograd.grad((xyz * weights[0]).sum() + (probs_xy * weights[1]).sum(), vol)[0]
+    torch.testing.assert_close(grad, ref_grad)
+
+
+def test_volumetric_heatmap_loss_is_the_kl_of_the_depth_marginal() -> None:
+    torch.manual_seed(1)
+    config = ModelConfig(backbone="regnetx_002", head="volumetric", depth_bins=4, heatmap_loss=1.0)
+    net = PoseNet(config, 21)
+    out = net.head_outputs(torch.randn(2, net.feature_channels, 2, 2))
+    kp2d, _, vis = random_labels(2, 21, seed=3)
+    marginal = torch.log_softmax(torch.logsumexp(out["volumes"], dim=2).flatten(-2), -1)
+    xy_hm = image_to_heatmap(kp2d, config.heatmap_stride)
+    target, weight = gaussian_targets(xy_hm, vis, (16, 16), config.heatmap_sigma)
+    total = target.flatten(-2).sum(-1, keepdim=True)
+    weight = weight * (total[..., 0] > 0)  # a joint off the heatmap has no target
+    target = target.flatten(-2) / total.clamp_min(1e-12)
+    kl = (target * (target.clamp_min(1e-12).log() - marginal)).sum(-1)
+    expected = (kl * weight).sum() / weight.sum()
+    assert weight.sum() > 20
+    torch.testing.assert_close(net._heatmap_kl(out, kp2d, vis), expected)
+
+
 def test_argmax_2d_refinement_helps_off_grid() -> None:
     true = torch.tensor([[[5.3, 7.8], [10.0, 4.0]]])
     maps, _ = gaussian_targets(true, torch.ones(1, 2), (12, 16), sigma=2.0)
@@ -593,6 +638,41 @@ def test_resnet_output_stride_dilates_instead_of_striding(output_stride: int) ->
         create_backbone("vit_tiny", img_size=64, output_stride=16)
     with pytest.raises(DabenchError, match="output_stride 12"):
         create_backbone("resnet18", img_size=64, output_stride=12)
+
+
+@pytest.mark.parametrize("name", ["regnetx_002", "resnet18", "mobilenetv3_small_100"])
+def test_feature_stride_cuts_the_backbone_after_that_stage(name: str, tmp_path) -> None:
+    torch.manual_seed(3)
+    whole = timm.create_model(name, pretrained=False, num_classes=1000).eval()
+    stages = timm.create_model(name, pretrained=False, features_only=True).eval()
+    index = max(i for i, r in enumerate(stages.feature_info.reduction()) if r == 16)
+    cut = create_backbone(name, img_size=64, feature_stride=16).eval()
+    assert cut.stride == 16
+    assert cut.out_channels == stages.feature_info.channels()[index]
+    assert sum(p.numel() for p in cut.parameters()) < sum(p.numel() for p in whole.parameters())
+    # the whole network's ImageNet file loads (the dropped stages' keys are ignored), and
+    # the map is what that network computes at its stride-16 stage
+    path = tmp_path / "whole.pth"
+    torch.save(whole.state_dict(), path)
+    loaded = create_backbone(name, img_size=64, feature_stride=16, weights=path).eval()
+    stages.load_state_dict(whole.state_dict(), strict=False)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        got, expected = loaded(x), stages(x)[index]
+    assert got.shape == (2, cut.out_channels, 4, 4)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    net = PoseNet(ModelConfig(backbone=name, feature_stride=16, head_channels=32), 21)
+    assert net.head.net.num_deconv == 2  # stride 16 → heatmap stride 4
+    assert net(torch.zeros(1, 64, 64, 3, dtype=torch.uint8))["heatmaps"].shape[-1] == 16
+
+
+def test_feature_stride_errors_name_the_choices() -> None:
+    with pytest.raises(DabenchError, match="feature_stride 12 not supported"):
+        create_backbone("regnetx_002", img_size=64, feature_stride=12)
+    with pytest.raises(DabenchError, match="feature_stride applies to CNN"):
+        create_backbone("vit_tiny", img_size=64, feature_stride=16)
+    with pytest.raises(DabenchError, match="set one of them"):
+        create_backbone("resnet18", img_size=64, feature_stride=16, output_stride=16)
 
 
 def test_cnn_pose_nets_run_channels_last_with_identical_results() -> None:

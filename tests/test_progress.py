@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from bench.progress import GridProgress, duration
+from bench.progress import GridProgress, duration, time_breakdown
 
 
 @dataclass
@@ -64,3 +64,34 @@ def test_progress_line_is_logged_at_most_every_interval():
     p.tick()
     p.tick()
     assert len(lines) == 1 and "0/1 done, 0 running" in lines[0]
+
+
+def test_time_breakdown_accounts_for_the_wall_time_and_the_trials_own_time():
+    driver = {"prepare": 20.0, "ray_start": 10.0, "nodes": 100.0}
+    trials = [
+        {
+            "total_seconds": 100.0,
+            "train_seconds": 80.0,
+            "data_seconds": 4.0,
+            "eval_seconds": 10.0,
+            "checkpoint_seconds": 1.0,
+            "write_seconds": 1.0,
+        },
+        {
+            "total_seconds": 60.0,
+            "train_seconds": 48.0,
+            "data_seconds": 2.0,
+            "eval_seconds": 6.0,
+            "checkpoint_seconds": 1.0,
+            "write_seconds": 1.0,
+        },
+        {"total_seconds": 0.0},  # failed before it started: no time to share
+    ]
+    text = time_breakdown(135.0, driver, trials)
+    assert text.startswith("wall 2 min 15 s = data 20 s + Ray start 10 s + nodes 1 min 40 s")
+    assert "other 5 s" in text
+    assert "trials' own time 2 min 40 s: training 80% (data loading 4%)" in text
+    assert "evaluation 10%, checkpoints 1%, writing 1%, set-up 8%" in text
+    assert text.endswith("1.60 trials at a time on average")
+    local = time_breakdown(50.0, {"prepare": 1.0, "nodes": 48.0}, [])
+    assert local == "wall 50 s = data 1 s + nodes 48 s + other 1 s"

@@ -17,7 +17,7 @@ from bench.methods.cards import resolve_method
 from bench.methods.spec import Optim, Schedule
 from bench.models.pose_net import ModelConfig
 from bench.optim import build_optimizer, decays, layer_scales, lr_factor, warmup_cosine
-from bench.trainer import CHECKPOINT, StepContext, Trainer
+from bench.trainer import CHECKPOINT, StepContext, Trainer, seed_everything
 
 
 @pytest.fixture(scope="module")
@@ -225,3 +225,16 @@ def test_cuda_amp_paths(pair, tmp_path, amp):
     result = t.fit()
     assert result.status == "ok" and result.device.startswith("cuda:")
     assert result.peak_memory_mb > 0
+
+
+def test_seed_everything_sets_determinism_both_ways():
+    """One process runs trial after trial (a reused Ray worker, the local executor): a
+    deterministic trial must not leave the next one deterministic."""
+    try:
+        seed_everything(0, deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled()
+        seed_everything(0, deterministic=False)
+        assert not torch.are_deterministic_algorithms_enabled()
+        assert not torch.backends.cudnn.deterministic
+    finally:
+        torch.use_deterministic_algorithms(False)

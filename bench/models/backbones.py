@@ -4,7 +4,8 @@ Nothing here ever downloads: every model is created with ``pretrained=False`` an
 come only from a file the user names. Every backbone maps normalised images [B,3,H,W] to a
 single feature map [B,C,H/stride,W/stride]:
 
-* ``resnet*``: the last stage (stride 32), no pooling, no classifier.
+* ``resnet*`` and the other CNNs: the last stage (stride 32), no pooling, no classifier; or,
+  with ``feature_stride`` 16 or 8, the last stage at that stride, the later stages dropped.
 * ``vit_*``: timm's VisionTransformer at ``img_size`` with ``patch_size`` (default 16); the
   patch tokens after the final norm, prefix (class) tokens dropped, laid out as a
   [B, C, H/p, W/p] grid (stride = patch size), as ViTPose does.
@@ -79,6 +80,7 @@ class Backbone(nn.Module):
         img_size: int,
         is_vit: bool,
         ignored_keys: tuple[str, ...] = (),
+        feature_list: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -89,6 +91,9 @@ class Backbone(nn.Module):
         self.is_vit = is_vit
         # prefixes of weight-file keys this backbone has no use for (see load_weights)
         self.ignored_keys = ignored_keys
+        # a timm feature extractor (features_only) returning [map]: HRNet's one branch, or a
+        # CNN cut at feature_stride
+        self.feature_list = feature_list
 
     def forward(self, x: Tensor) -> Tensor:
         """Normalised float images [B,3,H,W] -> feature map [B,C,H/stride,W/stride]."""
@@ -106,8 +111,8 @@ class Backbone(nn.Module):
             return tokens.transpose(1, 2).reshape(x.shape[0], -1, grid_h, grid_w)
         if h % 32 or w % 32:
             raise DabenchError(f"{self.name}: image size must be a multiple of 32, got {h}×{w}")
-        if self.name.startswith("hrnet"):
-            return self.model(x)[0]
+        if self.feature_list:
+            return self.model(x)[-1]
         return self.model.forward_features(x)
 
     def pool(self, feat: Tensor) -> Tensor:
@@ -122,13 +127,18 @@ def create_backbone(
     patch_size: int | None = None,
     weights: str | os.PathLike[str] | None = None,
     output_stride: int = 32,
+    feature_stride: int = 32,
 ) -> Backbone:
     """Build backbone ``name`` (one of BACKBONES) for square ``img_size`` inputs.
 
     ``patch_size`` applies to ViTs only (default 16). ``output_stride`` (ResNets only: 32,
     16 or 8) dilates the last stages instead of striding them, as DeepLab does; at small
     crops (64 px → a 2×2 map at stride 32) it keeps spatial detail, at the cost of running
-    the dilated stages at higher resolution. ``weights`` is a local file holding a state
+    the dilated stages at higher resolution. ``feature_stride`` (CNNs other than HRNet: 32,
+    16 or 8) cuts the backbone after its last stage at that stride instead: the later, widest
+    stages are dropped, so the network is cheaper and the map finer (regnetx_002 at 16: a
+    tenth of the parameters, about twice the training steps per second on one CPU thread;
+    docs/benchmarks.md). ``weights`` is a local file holding a state
     dict (of the timm model, of a Backbone, or of a model whose backbone is called
     ``backbone``), possibly wrapped in a checkpoint dict under "state_dict" or "model".
     """
@@ -140,6 +150,15 @@ def create_backbone(
     if not is_vit and patch_size is not None:
         raise DabenchError(f"patch_size applies to ViT backbones only, not {name}")
 
+    if feature_stride != 32 and (is_vit or name.startswith("hrnet")):
+        raise DabenchError(f"feature_stride applies to CNN backbones other than HRNet, not {name}")
+    if feature_stride not in (8, 16, 32):
+        raise DabenchError(f"{name}: feature_stride {feature_stride} not supported (8, 16, 32)")
+    if feature_stride != 32 and output_stride != 32:
+        raise DabenchError(
+            f"{name}: output_stride {output_stride} (dilation) and feature_stride "
+            f"{feature_stride} (truncation) are two ways to a finer map; set one of them"
+        )
     if is_vit:
         if output_stride != 32:
             raise DabenchError(f"output_stride applies to ResNet backbones only, not {name}")
@@ -199,6 +218,10 @@ def create_backbone(
             model.train()
             channels, stride = probe.shape[1], output_stride
             ignored = _IGNORED_PREFIXES["resnet"] + ("conv_head.", "classifier.", "head.")
+            if feature_stride != 32:
+                model, channels, dropped = _truncate(name, model, feature_stride)
+                stride = feature_stride
+                ignored += dropped
         backbone = Backbone(
             model,
             name=name,
@@ -207,10 +230,30 @@ def create_backbone(
             img_size=img_size,
             is_vit=False,
             ignored_keys=ignored,
+            feature_list=name.startswith("hrnet") or feature_stride != 32,
         )
     if weights is not None:
         load_weights(backbone, weights)
     return backbone
+
+
+def _truncate(
+    name: str, full: nn.Module, feature_stride: int
+) -> tuple[nn.Module, int, tuple[str, ...]]:
+    """timm's feature extractor of ``name`` ending at its last stage of ``feature_stride``:
+    (model, channels, the full model's state-dict keys it no longer has)."""
+    probe = timm.create_model(name, pretrained=False, features_only=True)
+    reductions = probe.feature_info.reduction()
+    if feature_stride not in reductions:
+        raise DabenchError(
+            f"{name}: no stage at feature_stride {feature_stride} "
+            f"(its stages' strides: {', '.join(map(str, reductions))})"
+        )
+    index = max(i for i, r in enumerate(reductions) if r == feature_stride)
+    model = timm.create_model(name, pretrained=False, features_only=True, out_indices=(index,))
+    # a weight file of the whole network loads: keys of the dropped stages are ignored
+    dropped = tuple(sorted(set(full.state_dict()) - set(model.state_dict())))
+    return model, model.feature_info.channels()[-1], dropped
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:

@@ -39,7 +39,12 @@ from bench.config import ModelConfig
 from bench.errors import DabenchError
 from bench.models.backbones import Backbone, create_backbone, normalize_images
 from bench.models.heads import Head25D, VolumetricHead, num_deconv_for
-from bench.models.heatmaps import gaussian_targets, image_to_heatmap, soft_argmax_2d, soft_argmax_3d
+from bench.models.heatmaps import (
+    gaussian_targets,
+    image_to_heatmap,
+    soft_argmax_2d,
+    soft_argmax_3d_marginal,
+)
 
 
 @dataclass
@@ -73,6 +78,7 @@ class PoseNet(nn.Module):
             patch_size=config.patch_size,
             weights=config.weights,
             output_stride=config.output_stride,
+            feature_stride=config.feature_stride,
         )
         try:
             num_deconv = num_deconv_for(self.backbone.stride, config.heatmap_stride)
@@ -150,7 +156,7 @@ class PoseNet(nn.Module):
         if "volumes" in out:
             vol = out["volumes"]
             depth_bins, h, w = vol.shape[-3:]
-            xyz = soft_argmax_3d(vol)
+            xyz, out["probs_xy"] = soft_argmax_3d_marginal(vol)
             z = (xyz[..., 2] + 0.5) / depth_bins - 0.5
         else:
             xy, probs = soft_argmax_2d(out["heatmaps"])
@@ -197,17 +203,19 @@ class PoseNet(nn.Module):
         return loss
 
     def _heatmap_kl(self, out: dict[str, Tensor], kp2d: Tensor, vis: Tensor) -> Tensor:
-        if "volumes" in out:
-            logits = torch.logsumexp(out["volumes"], dim=2)  # marginal over depth
+        if "probs_xy" in out:
+            # the volume's (x, y) marginal, from the integral regression's own pass; a cell
+            # whose probability underflows float32 has a Gaussian target of ~0 as well
+            h, w = out["probs_xy"].shape[-2:]
+            logp = out["probs_xy"].flatten(-2).float().clamp_min(1e-30).log()
         else:
-            logits = out["heatmaps"]
-        h, w = logits.shape[-2:]
+            h, w = out["heatmaps"].shape[-2:]
+            logp = torch.log_softmax(out["heatmaps"].flatten(-2).float(), dim=-1)
         xy_hm = image_to_heatmap(kp2d, self.config.heatmap_stride)
         target, weight = gaussian_targets(xy_hm, vis, (h, w), self.config.heatmap_sigma)
-        target = target.flatten(-2).to(logits.dtype)
+        target = target.flatten(-2).to(logp.dtype)
         total = target.sum(-1, keepdim=True)
-        weight = weight.to(logits.dtype) * (total[..., 0] > 0)
+        weight = weight.to(logp.dtype) * (total[..., 0] > 0)
         target = target / total.clamp_min(1e-12)
-        logp = torch.log_softmax(logits.flatten(-2).float(), dim=-1)
         kl = (target * (torch.log(target.clamp_min(1e-12)) - logp)).sum(-1)
         return (kl * weight).sum() / weight.sum().clamp_min(1.0)
