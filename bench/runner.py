@@ -139,15 +139,12 @@ def run_grid(
         session = _ray_session(address, timings) if executor == "ray" else contextlib.nullcontext()
         with session:
             started = time.perf_counter()
-            for wave in waves:
-                wave = _drop_orphans(wave, store, results, run_id, log)
-                if not wave:
-                    continue
-                if executor == "local":
-                    for node in wave:
+            if executor == "local":
+                for wave in waves:
+                    for node in _drop_orphans(wave, store, results, run_id, log):
                         _run_local(node, results, data_root, run_id, progress, log, tracker)
-                else:
-                    _run_ray(grid, wave, results, data_root, run_id, log, tracker)
+            else:
+                _run_ray(grid, nodes, results, data_root, run_id, log, tracker)
             timings["nodes"] = time.perf_counter() - started
         computed = sum(
             store.exists(s.key) and store.meta(s.key).get("run_id") == run_id for s in stage_runs
@@ -254,6 +251,15 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
+def _entry(node: Node) -> dict[str, Any]:
+    """A node as the config entry a Tune trial runs."""
+    return {
+        "kind": "stage" if isinstance(node, StageRunSpec) else "trial",
+        "node": node.to_dict(),
+        "resources": dict(node.resources),
+    }
+
+
 def _tune_node(config: dict[str, Any]) -> None:
     """The Ray Tune trainable: run one node (stage run or trial) and report its outcome.
     Exceptions other than a bad configuration propagate, so ``FailureConfig`` retries."""
@@ -307,9 +313,46 @@ def _ray_session(address: str | None, timings: dict[str, float]) -> Iterator[Non
         ray.shutdown()
 
 
+def _produces(node: Node) -> set[str]:
+    """The artifact keys a node writes."""
+    return {node.key} if isinstance(node, StageRunSpec) else set(node.exports.values())
+
+
+class _Dependencies:
+    """Releases nodes in order as soon as every artifact they start from is made or has
+    failed to be made (then the node is dropped as an orphan, see ``_drop_orphans``), so
+    one Tune run covers the whole DAG: no barrier between levels, one set of workers."""
+
+    def __init__(self, nodes: list[Node], release: Callable[[Node], bool]) -> None:
+        self.pending = list(nodes)
+        self.unfinished = {n.node_id: n for n in nodes}
+        self.release = release  # False: the node is an orphan and finished at once
+
+    def next(self) -> Node | None:
+        """The first pending node whose producers all finished; None if none is ready."""
+        while True:
+            outstanding = set().union(*(_produces(n) for n in self.unfinished.values()))
+            for node in self.pending:
+                if not {u.key for u in node.upstream} & outstanding:
+                    break
+            else:
+                return None
+            self.pending.remove(node)
+            if self.release(node):
+                return node
+            self.finish(node.node_id)
+
+    def finish(self, node_id: str) -> None:
+        self.unfinished.pop(node_id, None)
+
+    @property
+    def exhausted(self) -> bool:
+        return not self.pending
+
+
 def _run_ray(
     grid: Grid,
-    wave: list[Node],
+    nodes: list[Node],
     results: Path,
     data_root: Path,
     run_id: str,
@@ -317,6 +360,35 @@ def _run_ray(
     grid_progress: GridProgress,
 ) -> None:
     from ray import tune
+    from ray.tune.search import Searcher
+
+    store = ArtifactStore(results)
+
+    def release(node: Node) -> bool:
+        return bool(_drop_orphans([node], store, results, run_id, log))
+
+    deps = _Dependencies(nodes, release)
+
+    class _DagSearcher(Searcher):
+        """Tune asks for a trial whenever a worker is free; a node is suggested once its
+        start artifacts exist (None: wait for a running node to finish)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.live: dict[str, str] = {}  # Tune trial id → node id
+
+        def set_search_properties(self, metric, mode, config, **spec) -> bool:
+            return True
+
+        def suggest(self, trial_id: str) -> dict | None:
+            node = deps.next()
+            if node is None:
+                return Searcher.FINISHED if deps.exhausted and not self.live else None
+            self.live[trial_id] = node.node_id
+            return {"spec": _entry(node)}
+
+        def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+            deps.finish(self.live.pop(trial_id, ""))
 
     def node_of(trial: Any) -> Node:
         entry = trial.config["spec"]
@@ -352,28 +424,19 @@ def _run_ray(
     trainable = tune.with_resources(
         _tune_node, lambda config: {k: v for k, v in config["spec"]["resources"].items() if v}
     )
-    specs = [
-        {
-            "kind": "stage" if isinstance(n, StageRunSpec) else "trial",
-            "node": n.to_dict(),
-            "resources": dict(n.resources),
-        }
-        for n in wave
-    ]
-    max_failures = max(int(n.train.get("max_failures", 1)) for n in wave)
+    max_failures = max(int(n.train.get("max_failures", 1)) for n in nodes)
     tuner = tune.Tuner(
         trainable,
-        # A worker process imports torch and timm once (≈8 s on a slow 2-core machine) and
-        # then runs trial after trial; every trial seeds and configures torch itself.
-        tune_config=tune.TuneConfig(reuse_actors=True),
-        param_space={
-            "spec": tune.grid_search(specs),
-            "results": str(results),
-            "data_root": str(data_root),
-            "run_id": run_id,
-        },
+        tune_config=tune.TuneConfig(
+            search_alg=_DagSearcher(),
+            num_samples=len(nodes),
+            # A worker process imports torch and timm once (≈8 s on a slow 2-core machine)
+            # and then runs node after node; every node seeds and configures torch itself.
+            reuse_actors=True,
+        ),
+        param_space={"results": str(results), "data_root": str(data_root), "run_id": run_id},
         run_config=tune.RunConfig(
-            name=f"{grid.name}-{run_id[:8]}-{grid_progress.finished}",
+            name=f"{grid.name}-{run_id[:8]}",
             storage_path=str(results / "_ray"),
             failure_config=tune.FailureConfig(max_failures=max_failures),
             verbose=0,

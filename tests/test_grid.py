@@ -70,6 +70,10 @@ def test_named_grids_ship_with_the_package():
     assert {"source-only", "oracle"} <= {t.method for t in grid.trials}
     body = next(t for t in grid.trials if t.source.startswith("synth-body"))
     assert body.model["depth_range_mm"] == 2000.0
+    # one network for every row (causal interventions' volumetric head): each adapter
+    # starts from the source-only trial's export, no stage run trains a second start
+    assert len(grid.stage_runs) == 2 and all(s.exported_by for s in grid.stage_runs)
+    assert {t.model["head"] for t in grid.trials} == {"volumetric"}
 
 
 @pytest.mark.parametrize(

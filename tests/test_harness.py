@@ -362,3 +362,40 @@ def test_report_names_the_head_each_adapted_row_started_with():
         "(290 tensors loaded, 0 fresh)"
     )
     assert starts["Source only"] == "random initialisation"
+
+
+def test_ray_releases_each_node_once_its_start_artifacts_are_made(tmp_path, tiny_grid):
+    """One Tune run covers the DAG: a node waits only for the nodes that make what it
+    starts from, not for a whole level; a node whose producer failed is dropped."""
+    from bench.runner import _Dependencies, schedule
+
+    grid = load_grid(
+        tiny_grid(
+            methods=["source-only", "oracle", "ddc", "dan"],
+            warm_start="source-only",
+            train={"adapt_steps": 2},
+        )
+    )
+    nodes = [n for wave in schedule(grid, tmp_path / "results") for n in wave]
+    by_label = {n.label: n for n in nodes}
+    deps = _Dependencies(nodes, release=lambda node: True)
+    first, second = deps.next(), deps.next()
+    assert {first.label, second.label} == {"source-only", "oracle"}
+    assert deps.next() is None  # DDC and DAN wait for the source-only network
+    deps.finish(by_label["source-only"].node_id)
+    assert {deps.next().label, deps.next().label} == {"ddc", "dan"}  # the oracle still runs
+    assert deps.exhausted and deps.next() is None
+
+    dropped = []
+
+    def release(node) -> bool:  # the source-only trial failed: its artifact is missing
+        if node.label in ("ddc", "dan"):
+            dropped.append(node.label)
+            return False
+        return True
+
+    deps = _Dependencies(nodes, release)
+    assert deps.next().label == "source-only"
+    deps.finish(by_label["source-only"].node_id)
+    assert deps.next().label == "oracle"
+    assert deps.next() is None and sorted(dropped) == ["dan", "ddc"] and deps.exhausted
