@@ -548,7 +548,11 @@ def test_forward_coords_decode_to_heatmap_cell_centres() -> None:
         (ModelConfig(backbone="resnet18", head="2.5d"), (256, 2), {"heatmaps", "depth"}),
         (ModelConfig(backbone="resnet18", neck=0), (512, 2), {"heatmaps", "depth"}),
         (ModelConfig(backbone="vit_tiny", patch_size=8, neck=48), (48, 8), {"heatmaps", "depth"}),
-        (ModelConfig(backbone="vit_tiny", head="volumetric", depth_bins=4), (256, 4), {"volumes"}),
+        (
+            ModelConfig(backbone="vit_tiny", head="volumetric", depth_bins=4),
+            (256, 4),
+            {"volumes", "probs_xy"},
+        ),
         (ModelConfig(backbone="hrnet_w32", head="2.5d", neck=0), (32, 16), {"heatmaps", "depth"}),
     ],
 )
@@ -565,6 +569,9 @@ def test_posenet_output_shapes(config: ModelConfig, feat: tuple[int, int], maps:
     assert out["coords"].shape == (2, 21, 3)
     for key in maps:
         assert out[key].shape[:2] == (2, 21) and out[key].shape[-2:] == (16, 16)
+    if "probs_xy" in out:  # the volume's (x, y) marginal: a distribution per joint
+        sums = out["probs_xy"].sum(dim=(-2, -1))
+        assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5)
     # normalised float images are the same input
     net.eval()
     with torch.no_grad():

@@ -133,7 +133,8 @@ class PoseNet(nn.Module):
     def forward(self, images: Tensor, with_head_pooled: bool = False) -> dict[str, Tensor]:
         """{"feat": the head's input [B,C,h,w], "pooled": it globally averaged [B,C]
         (C = ``feature_channels``), "coords": [B,K,3] normalised, plus
-        "heatmaps" and "depth" [B,K,h',w'] (2.5D) or "volumes" [B,K,D,h',w']}; with
+        "heatmaps" and "depth" [B,K,h',w'] (2.5D) or "volumes" [B,K,D,h',w'] and their
+        (x, y) marginal "probs_xy" [B,K,h',w'] (volumetric)}; with
         ``with_head_pooled`` also "head_pooled" [B,head_channels]: the head's last hidden
         feature map (before its 1×1 conv; the neck's map for a head without deconvolutions)
         globally averaged, which DAN aligns."""
