@@ -131,6 +131,58 @@ def _grid_show(args: argparse.Namespace) -> None:
     print(tabulate(rows, headers="keys", tablefmt="github"))
 
 
+def _grid_results(args: argparse.Namespace):
+    from bench.grid import load_grid
+    from bench.paths import results_root
+
+    grid = load_grid(args.grid)
+    results = args.results or results_root() / grid.name
+    return grid, results
+
+
+def _grid_status(args: argparse.Namespace) -> None:
+    from collections import Counter
+
+    from tabulate import tabulate
+
+    from bench.status import STATES, grid_status
+
+    grid, results = _grid_results(args)
+    statuses = grid_status(grid, results)
+    rows = [
+        {
+            "trial": s.trial_id,
+            "method": s.label,
+            "source": s.source,
+            "target": s.target,
+            "seed": s.seed,
+            "state": s.state,
+            "message": s.message,
+        }
+        for s in statuses
+    ]
+    print(tabulate(rows, headers="keys", tablefmt="github"))
+    counts = Counter(s.state for s in statuses)
+    print(
+        f"\ngrid {grid.name} in {results}: {len(statuses)} trials — "
+        + ", ".join(f"{counts[state]} {state}" for state in STATES)
+        + " (started: a checkpoint but no record — running now, or interrupted and resumed "
+        "by the next run; failed trials run again too)"
+    )
+
+
+def _grid_clean(args: argparse.Namespace) -> None:
+    from bench.status import clean_failed
+
+    grid, results = _grid_results(args)
+    if not args.failed:
+        raise DabenchError("say what to remove: --failed (the only choice)")
+    removed = clean_failed(grid, results)
+    for s in removed:
+        print(f"removed {s.trial_id} ({s.label} {s.source} → {s.target} seed {s.seed})")
+    print(f"{len(removed)} failed trial(s) removed from {results}")
+
+
 def _report(args: argparse.Namespace) -> None:
     from bench.report.markdown import write_report
 
@@ -214,6 +266,21 @@ def build_parser() -> argparse.ArgumentParser:
     gshow = gsub.add_parser("show", help="print the trials a grid expands to")
     gshow.add_argument("grid", help="named grid or grid YAML file")
     gshow.set_defaults(func=_grid_show)
+    gstatus = gsub.add_parser(
+        "status", help="each trial of a grid: ok, diverged, failed, started or missing"
+    )
+    gstatus.add_argument("grid", help="named grid or grid YAML file")
+    gstatus.add_argument(
+        "--results", type=Path, default=None, help="result store (default: results/<grid name>)"
+    )
+    gstatus.set_defaults(func=_grid_status)
+    gclean = gsub.add_parser("clean", help="remove what must be redone")
+    gclean.add_argument("grid", help="named grid or grid YAML file")
+    gclean.add_argument(
+        "--results", type=Path, default=None, help="result store (default: results/<grid name>)"
+    )
+    gclean.add_argument("--failed", action="store_true", help="the failed trials")
+    gclean.set_defaults(func=_grid_clean)
 
     report = sub.add_parser("report", help="write DIR/report.md from a result store")
     report.add_argument("results", type=Path, help="result store directory")

@@ -105,6 +105,10 @@ class TrainConfig:
     deterministic: bool = False  # deterministic kernels (slower on GPU)
     log_every: int = 10
     keep_checkpoint: bool = False  # keep checkpoint.pt (weights + optimiser) after the trial
+    # A checkpoint at every evaluation and, between them, after a step once this many
+    # seconds passed since the last one (0 = at evaluations only): a killed or retried
+    # trial loses at most this much work, whatever eval_every is.
+    checkpoint_every_s: float = 120.0
     max_failures: int = 1  # Ray retries of a trial that crashed (not of a bad configuration)
 
     def __post_init__(self) -> None:
@@ -124,6 +128,11 @@ class TrainConfig:
             raise DabenchError(f"train.adapt_lr must be >= 0 (0 = lr), got {self.adapt_lr}")
         if self.grad_clip < 0:
             raise DabenchError(f"train.grad_clip must be >= 0, got {self.grad_clip}")
+        if self.checkpoint_every_s < 0:
+            raise DabenchError(
+                f"train.checkpoint_every_s must be >= 0 (0 = at evaluations only), "
+                f"got {self.checkpoint_every_s}"
+            )
 
 
 # Train settings that do not change what is learned: excluded from trial ids and artifact
@@ -135,6 +144,7 @@ NON_SEMANTIC_TRAIN: tuple[str, ...] = (
     "device",
     "eval_batch_size",
     "keep_checkpoint",
+    "checkpoint_every_s",
     "max_failures",
 )
 # Train settings that change only what is evaluated, not the weights (evaluation runs under

@@ -23,6 +23,8 @@ from bench.errors import DabenchError
 from bench.selection import SELECTION_RULES
 
 RECORD_SCHEMA_ID = "dabench.record/2"
+# A trial's resumable state in its directory, until the trial finishes (bench.trainer).
+CHECKPOINT = "checkpoint.pt"
 STATUSES = ("ok", "failed", "diverged")
 FINISHED = ("ok", "diverged")
 

@@ -30,8 +30,7 @@ from bench.evaluation import Evaluation, Evaluator
 from bench.methods.base import Method
 from bench.methods.spec import Epochs, Share, Stage, Steps
 from bench.optim import build_optimizer, lr_factor, resolve_params
-
-CHECKPOINT = "checkpoint.pt"
+from bench.store import CHECKPOINT
 
 
 @dataclass
@@ -377,6 +376,7 @@ class Trainer:
         state = _RunState()
         restored = self._read_checkpoint() if self.resume else None
         resumed = restored is not None
+        self._last_checkpoint = time.perf_counter()
         if restored is not None:
             state = restored["state"]
             self.log(f"resuming after step {state.step}")
@@ -441,10 +441,15 @@ class Trainer:
                             f"step {state.step}: target MPJPE {tt['mpjpe']:.1f} mm, "
                             f"PCK@0.05 {tt['pck2d_005']:.1f}%"
                         )
-                    tc = time.perf_counter()
-                    self._checkpoint(state, running)
-                    state.checkpoint_seconds += time.perf_counter() - tc
+                    self._timed_checkpoint(state, running)
                     self.method.train()
+                    t0 = time.perf_counter()
+                elif (
+                    cfg.checkpoint_every_s
+                    and time.perf_counter() - self._last_checkpoint >= cfg.checkpoint_every_s
+                ):
+                    state.train_seconds += time.perf_counter() - t0
+                    self._timed_checkpoint(state, running)
                     t0 = time.perf_counter()
             state.train_seconds += time.perf_counter() - t0
             if state.status == "diverged":
@@ -493,6 +498,12 @@ class Trainer:
         return True
 
     # -- checkpoints ----------------------------------------------------------------------
+    def _timed_checkpoint(self, state: _RunState, running: Mapping[str, torch.Tensor]) -> None:
+        started = time.perf_counter()
+        self._checkpoint(state, running)
+        self._last_checkpoint = time.perf_counter()
+        state.checkpoint_seconds += self._last_checkpoint - started
+
     def _checkpoint(self, state: _RunState, running: Mapping[str, torch.Tensor]) -> None:
         """Everything needed to continue exactly after this step, written atomically:
         no predictions and no per-sample errors (those are on disk per evaluation)."""

@@ -399,3 +399,45 @@ def test_ray_releases_each_node_once_its_start_artifacts_are_made(tmp_path, tiny
     deps.finish(by_label["source-only"].node_id)
     assert deps.next().label == "oracle"
     assert deps.next() is None and sorted(dropped) == ["dan", "ddc"] and deps.exhausted
+
+
+def test_grid_status_and_clean_say_what_stands_and_remove_what_must_be_redone(
+    tmp_path, data_root, monkeypatch, capsys, tiny_grid
+):
+    from bench import trainer
+    from bench.status import grid_status
+
+    path = tiny_grid()
+    grid = load_grid(path)
+    results = tmp_path / "results"
+    oracle, source_only = sorted(grid.trials, key=lambda t: t.label)
+    assert (oracle.label, source_only.label) == ("oracle", "source-only")
+    assert [s.state for s in grid_status(grid, results)] == ["missing", "missing"]
+
+    real = trainer.Trainer.fit
+
+    def oracle_breaks(self):
+        if self.method.name == "oracle":
+            raise RuntimeError("out of cheese")
+        return real(self)
+
+    monkeypatch.setattr(trainer.Trainer, "fit", oracle_breaks)
+    run_grid(grid, results, executor="local", data_root=data_root, progress=False, log=quiet)
+    states = {s.label: (s.state, s.message) for s in grid_status(grid, results)}
+    assert states == {"source-only": ("ok", ""), "oracle": ("failed", "out of cheese")}
+    # a checkpoint without a record: running now, or interrupted
+    (trial_dir(results, oracle.trial_id) / "record.json").unlink()
+    (trial_dir(results, oracle.trial_id) / "checkpoint.pt").write_bytes(b"")
+    assert {s.label: s.state for s in grid_status(grid, results)}["oracle"] == "started"
+
+    run_grid(grid, results, executor="local", data_root=data_root, progress=False, log=quiet)
+    capsys.readouterr()
+    assert main(["grid", "status", str(path), "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "out of cheese" in out and "2 trials — 1 ok, 0 diverged, 1 failed" in out
+    assert main(["grid", "clean", str(path), "--results", str(results), "--failed"]) == 0
+    assert f"removed {oracle.trial_id} (oracle" in capsys.readouterr().out
+    assert not trial_dir(results, oracle.trial_id).exists()
+    states = {s.label: s.state for s in grid_status(grid, results)}
+    assert states == {"source-only": "ok", "oracle": "missing"}
+    assert main(["grid", "clean", str(path), "--results", str(results)]) == 2

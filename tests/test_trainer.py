@@ -238,3 +238,46 @@ def test_seed_everything_sets_determinism_both_ways():
         assert not torch.backends.cudnn.deterministic
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_checkpoints_between_evaluations_resume_exactly(pair, tmp_path, monkeypatch):
+    """With checkpoint_every_s a trial killed between evaluations (here: eval only at the
+    end) resumes from its last timed checkpoint, not from step 0, and ends with the same
+    weights as an uninterrupted run."""
+    reference = trainer(pair, tmp_path / "ref", steps=6, eval_every=6, checkpoint_every_s=0)
+    reference.fit()
+
+    steps_run = []
+    real_step = Trainer.next_batch
+
+    def dies_at_step_5(self):
+        if len(steps_run) == 4:
+            raise RuntimeError("worker killed")
+        steps_run.append(1)
+        return real_step(self)
+
+    # a checkpoint after every step: the clock moves a minute per call
+    clock = itertools.count(step=60.0)
+    monkeypatch.setattr("bench.trainer.time.perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(Trainer, "next_batch", dies_at_step_5)
+    killed = trainer(pair, tmp_path / "run", steps=6, eval_every=6, checkpoint_every_s=30)
+    killed.resume = True
+    with pytest.raises(RuntimeError, match="worker killed"):
+        killed.fit()
+    saved = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)
+    assert saved["state"].step == 4
+    monkeypatch.setattr(Trainer, "next_batch", real_step)
+    resumed = trainer(pair, tmp_path / "run", steps=6, eval_every=6, checkpoint_every_s=30)
+    resumed.resume = True
+    result = resumed.fit()
+    assert result.timings["resumed"] is True and result.timings["steps"] == 6
+    for a, b in zip(
+        reference.method.state_dict().values(), resumed.method.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+    plain = trainer(pair, tmp_path / "plain", steps=6, eval_every=6, checkpoint_every_s=0)
+    monkeypatch.setattr(Trainer, "_checkpoint", lambda *a: steps_run.append("ckpt"))
+    steps_run.clear()
+    plain.fit()
+    assert steps_run.count("ckpt") == 1  # 0: at the evaluation only
