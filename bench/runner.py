@@ -141,7 +141,7 @@ def run_grid(
             started = time.perf_counter()
             if executor == "local":
                 for wave in waves:
-                    for node in _drop_orphans(wave, store, results, run_id, log):
+                    for node in _drop_orphans(wave, store, results, run_id, log, tracker):
                         _run_local(node, results, data_root, run_id, progress, log, tracker)
             else:
                 _run_ray(grid, nodes, results, data_root, run_id, log, tracker)
@@ -170,7 +170,12 @@ def run_grid(
 
 
 def _drop_orphans(
-    wave: list[Node], store: ArtifactStore, results: Path, run_id: str, log: Callable
+    wave: list[Node],
+    store: ArtifactStore,
+    results: Path,
+    run_id: str,
+    log: Callable,
+    tracker: GridProgress,
 ) -> list[Node]:
     """Nodes whose start artifact could not be made (its producer failed) do not run; a
     trial among them gets a failed record that names the missing artifact."""
@@ -185,7 +190,10 @@ def _drop_orphans(
             f"the artifact it starts from ({u.method} stage {u.stage}, {u.key}) could not be "
             "made: its stage run or trial failed (see above)"
         )
-        log(f"  {node.label} {node.source} → {node.target} seed {node.seed}: skipped, {message}")
+        log(
+            f"{tracker.done(node.node_id, ok=False)}  {node.label} {node.source} → "
+            f"{node.target} seed {node.seed}: skipped, {message}"
+        )
         if isinstance(node, TrialSpec):
             from bench.trial import failed_record
 
@@ -365,7 +373,7 @@ def _run_ray(
     store = ArtifactStore(results)
 
     def release(node: Node) -> bool:
-        return bool(_drop_orphans([node], store, results, run_id, log))
+        return bool(_drop_orphans([node], store, results, run_id, log, grid_progress))
 
     deps = _Dependencies(nodes, release)
 

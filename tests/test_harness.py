@@ -441,3 +441,31 @@ def test_grid_status_and_clean_say_what_stands_and_remove_what_must_be_redone(
     states = {s.label: s.state for s in grid_status(grid, results)}
     assert states == {"source-only": "ok", "oracle": "missing"}
     assert main(["grid", "clean", str(path), "--results", str(results)]) == 2
+
+
+def test_a_trial_whose_start_could_not_be_made_fails_with_the_reason(
+    tmp_path, data_root, tiny_grid
+):
+    grid = load_grid(
+        tiny_grid(
+            methods=["source-only", "ddc"],
+            warm_start="source-only",
+            hparams={"source-only": {"pose_weight": float("nan")}},  # diverges: no artifact
+            train={"adapt_steps": 2},
+        )
+    )
+    lines: list[str] = []
+    summary = run_grid(
+        grid,
+        tmp_path / "r",
+        executor="local",
+        data_root=data_root,
+        progress=False,
+        log=lines.append,
+    )
+    by_label = {r["label"]: r for r in summary.records}
+    assert by_label["source-only"]["status"] == "diverged"
+    assert by_label["ddc"]["status"] == "failed"
+    assert "could not be made" in by_label["ddc"]["error"]["message"]
+    skipped = [line for line in lines if "skipped" in line]
+    assert len(skipped) == 1 and skipped[0].startswith("[2/2]")  # counted as done
