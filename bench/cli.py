@@ -8,8 +8,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.errors import DabenchError
+
+if TYPE_CHECKING:  # the CLI imports its commands' modules lazily
+    from bench.grid import Grid
 
 
 def _data_synth(args: argparse.Namespace) -> None:
@@ -59,15 +63,12 @@ def _calibrate(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from bench.grid import load_grid
-    from bench.paths import results_root
     from bench.progress import duration, time_breakdown
     from bench.report.markdown import write_report
     from bench.runner import run_grid
 
     start = time.perf_counter()
-    grid = load_grid(args.grid)
-    results = args.results or results_root() / grid.name
+    grid, results = _grid_results(args)
     summary = run_grid(
         grid, results, executor=args.executor, address=args.address, progress=not args.quiet
     )
@@ -131,7 +132,8 @@ def _grid_show(args: argparse.Namespace) -> None:
     print(tabulate(rows, headers="keys", tablefmt="github"))
 
 
-def _grid_results(args: argparse.Namespace):
+def _grid_results(args: argparse.Namespace) -> tuple[Grid, Path]:
+    """The grid ``args.grid`` names and its result store (``--results`` or the default)."""
     from bench.grid import load_grid
     from bench.paths import results_root
 

@@ -33,6 +33,33 @@ CATEGORIES: tuple[str, ...] = (
 )
 
 
+def check_strides(backbone: str, output_stride: int, feature_stride: int) -> None:
+    """The two ways to a finer backbone map, checked where a grid is loaded and where a
+    backbone is built: ResNets dilate (``output_stride``), CNNs but HRNet are cut
+    (``feature_stride``); one of them at a time."""
+    is_vit = backbone.startswith("vit")
+    if feature_stride != 32 and (is_vit or backbone.startswith("hrnet")):
+        raise DabenchError(
+            f"feature_stride applies to CNN backbones other than HRNet, not {backbone}"
+        )
+    if feature_stride not in (8, 16, 32):
+        raise DabenchError(f"{backbone}: feature_stride {feature_stride} not supported (8, 16, 32)")
+    if feature_stride != 32 and output_stride != 32:
+        raise DabenchError(
+            f"{backbone}: output_stride {output_stride} (dilation) and feature_stride "
+            f"{feature_stride} (truncation) are two ways to a finer map; set one of them"
+        )
+    if is_vit and output_stride != 32:
+        raise DabenchError(f"output_stride applies to ResNet backbones only, not {backbone}")
+    if output_stride not in (8, 16, 32) or (
+        output_stride != 32 and not backbone.startswith("resnet")
+    ):
+        raise DabenchError(
+            f"{backbone}: output_stride {output_stride} not supported (ResNets: 8, 16, 32; "
+            "other backbones: 32)"
+        )
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "resnet18"
@@ -63,6 +90,7 @@ class ModelConfig:
             raise DabenchError(f"unknown backbone {self.backbone!r}; valid: {', '.join(BACKBONES)}")
         if self.head not in HEADS:
             raise DabenchError(f"unknown head {self.head!r}; valid: {', '.join(HEADS)}")
+        check_strides(self.backbone, self.output_stride, self.feature_stride)
         for name in ("img_size", "heatmap_stride", "depth_bins", "head_channels"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:

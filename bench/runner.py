@@ -9,6 +9,7 @@ import contextlib
 import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +31,16 @@ Node = StageRunSpec | TrialSpec
 class RunSummary:
     total: int
     skipped: int
-    ran: int
     records: list[dict[str, Any]]
     stage_runs: int = 0  # stage runs computed by this run
     # wall seconds of the driver's phases: prepare (data generation and checks), ray_start,
     # nodes (from the first node's start to the last one's end)
     timings: dict[str, float] = field(default_factory=dict)
     ran_ids: tuple[str, ...] = ()  # trials this run trained (the others were complete)
+
+    @property
+    def ran(self) -> int:
+        return len(self.ran_ids)
 
     @property
     def ran_records(self) -> list[dict[str, Any]]:
@@ -161,7 +165,6 @@ def run_grid(
     return RunSummary(
         total=len(grid.trials),
         skipped=skipped,
-        ran=len(trials),
         records=records,
         stage_runs=computed,
         timings=timings,
@@ -334,16 +337,18 @@ class _Dependencies:
     def __init__(self, nodes: list[Node], release: Callable[[Node], bool]) -> None:
         self.pending = list(nodes)
         self.unfinished = {n.node_id: n for n in nodes}
+        # artifact key → how many unfinished nodes still make it
+        self.outstanding = Counter(k for n in nodes for k in _produces(n))
         self.release = release  # False: the node is an orphan and finished at once
 
     def next(self) -> Node | None:
         """The first pending node whose producers all finished; None if none is ready."""
         while True:
-            outstanding = set().union(*(_produces(n) for n in self.unfinished.values()))
-            for node in self.pending:
-                if not {u.key for u in node.upstream} & outstanding:
-                    break
-            else:
+            node = next(
+                (n for n in self.pending if not any(self.outstanding[u.key] for u in n.upstream)),
+                None,
+            )
+            if node is None:
                 return None
             self.pending.remove(node)
             if self.release(node):
@@ -351,7 +356,9 @@ class _Dependencies:
             self.finish(node.node_id)
 
     def finish(self, node_id: str) -> None:
-        self.unfinished.pop(node_id, None)
+        node = self.unfinished.pop(node_id, None)
+        if node is not None:
+            self.outstanding.subtract(_produces(node))
 
     @property
     def exhausted(self) -> bool:

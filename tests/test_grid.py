@@ -105,6 +105,8 @@ def test_named_grids_ship_with_the_package():
         ({"train": {"stpes": 3}}, r"train: unknown key\(s\) \['stpes'\]; valid keys:.*steps"),
         ({"train": {"steps": "many"}}, "'steps' must be int"),
         ({"train": {"amp": "fp8"}}, "train.amp 'fp8' is not one of"),
+        ({"train": {"checkpoint_every_s": -1.0}}, r"checkpoint_every_s must be >= 0 \(0 = at"),
+        ({"model": {"feature_stride": 12}}, "feature_stride 12 not supported"),
         ({"model": {"backbone": 18}}, "'backbone' must be str"),
         ({"data": {"n_train": -5}}, "data.n_train must be a non-negative integer"),
         ({"resources": {"tpu": 1}}, r"unknown resource\(s\) \['tpu'\]"),

@@ -28,7 +28,7 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 
-from bench.config import BACKBONES
+from bench.config import BACKBONES, check_strides
 from bench.errors import DabenchError
 
 _SMALL_CNNS = ("resnet10t", "regnetx_002", "mobilenetv3_small_100")
@@ -150,18 +150,8 @@ def create_backbone(
     if not is_vit and patch_size is not None:
         raise DabenchError(f"patch_size applies to ViT backbones only, not {name}")
 
-    if feature_stride != 32 and (is_vit or name.startswith("hrnet")):
-        raise DabenchError(f"feature_stride applies to CNN backbones other than HRNet, not {name}")
-    if feature_stride not in (8, 16, 32):
-        raise DabenchError(f"{name}: feature_stride {feature_stride} not supported (8, 16, 32)")
-    if feature_stride != 32 and output_stride != 32:
-        raise DabenchError(
-            f"{name}: output_stride {output_stride} (dilation) and feature_stride "
-            f"{feature_stride} (truncation) are two ways to a finer map; set one of them"
-        )
+    check_strides(name, output_stride, feature_stride)
     if is_vit:
-        if output_stride != 32:
-            raise DabenchError(f"output_stride applies to ResNet backbones only, not {name}")
         patch = 16 if patch_size is None else patch_size
         if not isinstance(patch, int) or patch <= 0 or img_size % patch:
             raise DabenchError(
@@ -186,13 +176,6 @@ def create_backbone(
     else:
         if img_size % 32:
             raise DabenchError(f"{name}: img_size must be a multiple of 32, got {img_size}")
-        if output_stride not in (8, 16, 32) or (
-            output_stride != 32 and not name.startswith("resnet")
-        ):
-            raise DabenchError(
-                f"{name}: output_stride {output_stride} not supported (ResNets: 8, 16, 32; "
-                "other backbones: 32)"
-            )
         if name.startswith("hrnet"):
             model = timm.create_model(
                 name, pretrained=False, features_only=True, feature_location="", out_indices=(1,)
@@ -242,8 +225,7 @@ def _truncate(
 ) -> tuple[nn.Module, int, tuple[str, ...]]:
     """timm's feature extractor of ``name`` ending at its last stage of ``feature_stride``:
     (model, channels, the full model's state-dict keys it no longer has)."""
-    probe = timm.create_model(name, pretrained=False, features_only=True)
-    reductions = probe.feature_info.reduction()
+    reductions = [info["reduction"] for info in full.feature_info]
     if feature_stride not in reductions:
         raise DabenchError(
             f"{name}: no stage at feature_stride {feature_stride} "
