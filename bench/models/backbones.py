@@ -225,7 +225,10 @@ def _truncate(
 ) -> tuple[nn.Module, int, tuple[str, ...]]:
     """timm's feature extractor of ``name`` ending at its last stage of ``feature_stride``:
     (model, channels, the full model's state-dict keys it no longer has)."""
-    reductions = [info["reduction"] for info in full.feature_info]
+    # (built only for its feature_info; it also draws from the RNG before the kept model is
+    # built, which the committed reference runs' initial weights depend on)
+    probe = timm.create_model(name, pretrained=False, features_only=True)
+    reductions = probe.feature_info.reduction()
     if feature_stride not in reductions:
         raise DabenchError(
             f"{name}: no stage at feature_stride {feature_stride} "
