@@ -70,7 +70,13 @@ def _run(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     grid, results = _grid_results(args)
     summary = run_grid(
-        grid, results, executor=args.executor, address=args.address, progress=not args.quiet
+        grid,
+        results,
+        executor=args.executor,
+        address=args.address,
+        data_root=args.data,
+        progress=not args.quiet,
+        check_resources=not args.no_resource_check,
     )
     report = write_report(results)
     failed = len(summary.failed)
@@ -252,6 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--address",
         default=None,
         help="Ray cluster address (e.g. auto); default starts a local Ray",
+    )
+    run.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="shard root (default: $DABENCH_DATA or datasets/cache); on a cluster, a path "
+        "every node mounts",
+    )
+    run.add_argument(
+        "--no-resource-check",
+        action="store_true",
+        help="do not refuse trials that no current node of the cluster can hold (for "
+        "clusters that add nodes on demand)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)

@@ -45,7 +45,7 @@ _KEYS = (
     "warm_start",
 )
 _DATA_KEYS = ("n_train", "n_test", "size", "seed")
-_RESOURCE_KEYS = ("cpu", "gpu")
+_RESOURCE_KEYS = ("cpu", "gpu", "custom")
 # Root-relative depth range per joint set (mm mapped to [-0.5, 0.5]): hands span ~0.2 m,
 # bodies ~1 m either side of the pelvis (Sun et al. use 2 m for bodies).
 DEPTH_RANGE_MM = {"hand21": 400.0}
@@ -83,7 +83,7 @@ class _Node:
     data: Mapping[str, int]
     model: Mapping[str, Any]
     train: Mapping[str, Any]
-    resources: Mapping[str, float]
+    resources: Mapping[str, Any]
     # the artifacts this node starts from, nearest last (what the record lists)
     upstream: tuple[Upstream, ...] = ()
     # the stages it trains, in order
@@ -219,16 +219,29 @@ def _resources(raw: Mapping[str, Any], methods: set[str], where: str) -> tuple[d
             f"{sorted(methods)}"
         )
 
-    def check(values: Mapping[str, Any], at: str) -> dict[str, float]:
+    def number(value: Any, at: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise DabenchError(f"{at} must be a non-negative number")
+        return value
+
+    def check(values: Mapping[str, Any], at: str) -> dict[str, Any]:
         bad = sorted(set(values) - set(_RESOURCE_KEYS))
         if bad:
-            raise DabenchError(f"{at}: unknown resource(s) {bad}; valid: cpu, gpu")
+            raise DabenchError(
+                f"{at}: unknown resource(s) {bad}; valid: {', '.join(_RESOURCE_KEYS)} "
+                "(a cluster's own resources go under custom: {name: amount})"
+            )
+        out: dict[str, Any] = {}
         for key, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise DabenchError(f"{at}.{key} must be a non-negative number")
-        if values.get("cpu", 1) <= 0:
+            if key == "custom":
+                if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                    raise DabenchError(f"{at}.custom must map resource names to amounts")
+                out[key] = {k: number(v, f"{at}.custom.{k}") for k, v in value.items()}
+            else:
+                out[key] = number(value, f"{at}.{key}")
+        if out.get("cpu", 1) <= 0:
             raise DabenchError(f"{at}.cpu must be positive")
-        return dict(values)
+        return out
 
     base = {"cpu": 1, "gpu": 0, **check(given, f"{where}: resources")}
     return base, {
@@ -249,8 +262,8 @@ class _Context:
     model_section: Mapping[str, Any]
     train: Mapping[str, Any]
     joint_set: str
-    resources: Mapping[str, float]
-    method_resources: Mapping[str, Mapping[str, float]]
+    resources: Mapping[str, Any]
+    method_resources: Mapping[str, Mapping[str, Any]]
 
 
 def _model(ctx: _Context, r: ResolvedMethod, fixed_by: ResolvedMethod | None = None) -> dict:

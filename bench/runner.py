@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 import uuid
 from collections import Counter
@@ -20,7 +21,7 @@ from bench.errors import DabenchError
 from bench.grid import Grid, StageRunSpec, TrialSpec
 from bench.paths import shard_root
 from bench.progress import GridProgress
-from bench.store import is_complete, read_record, trial_dir, write_trial
+from bench.store import CHECKPOINT, is_complete, read_record, trial_dir, write_trial
 
 EXECUTORS = ("ray", "local")
 
@@ -115,7 +116,11 @@ def run_grid(
     data_root: Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    check_resources: bool = True,
 ) -> RunSummary:
+    """Run the grid's missing trials (and the stage runs they need) into ``results``.
+    Under Ray the cluster is checked first: ``check_resources`` refuses nodes that ask for
+    more than any machine has (off for clusters that add machines on demand)."""
     if executor not in EXECUTORS:
         raise DabenchError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     results = Path(results).resolve()
@@ -133,15 +138,17 @@ def run_grid(
     computed = 0
     timings: dict[str, float] = {}
     if nodes:
-        started = time.perf_counter()
-        prepare(nodes, data_root, progress)
-        timings["prepare"] = time.perf_counter() - started
-        results.mkdir(parents=True, exist_ok=True)
         run_id = uuid.uuid4().hex
         tracker = GridProgress(nodes, log)
         store = ArtifactStore(results)
         session = _ray_session(address, timings) if executor == "ray" else contextlib.nullcontext()
         with session:
+            if executor == "ray":
+                _check_cluster(nodes, results, data_root, check_resources)
+            started = time.perf_counter()
+            prepare(nodes, data_root, progress)
+            timings["prepare"] = time.perf_counter() - started
+            results.mkdir(parents=True, exist_ok=True)
             started = time.perf_counter()
             if executor == "local":
                 for wave in waves:
@@ -170,6 +177,32 @@ def run_grid(
         timings=timings,
         ran_ids=tuple(t.trial_id for t in trials),
     )
+
+
+def _check_cluster(nodes: list[Node], results: Path, data_root: Path, resources: bool) -> None:
+    """Before any data is made or any node starts: the directories are not inside a job's
+    temporary copy, every node's resources fit a machine, every machine reaches the
+    directories."""
+    import ray
+
+    from bench import cluster
+
+    cluster.check_not_in_job_copy({"results": results, "data": data_root})
+    if resources:
+        requests = {(n.label, repr(n.resources)): n.resources for n in nodes}
+        cluster.check_fit(
+            [(f"method {label}", r) for (label, _), r in requests.items()], ray.nodes()
+        )
+    made = [d for d in (results, data_root) if not d.exists()]
+    for d in made:
+        d.mkdir(parents=True)
+    try:
+        cluster.check_reachable(results, data_root)
+    except DabenchError:
+        for d in made:  # nothing of a refused run stays on disk
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
 
 
 def _drop_orphans(
@@ -273,28 +306,54 @@ def _entry(node: Node) -> dict[str, Any]:
 
 def _tune_node(config: dict[str, Any]) -> None:
     """The Ray Tune trainable: run one node (stage run or trial) and report its outcome.
+    Every checkpoint the node writes goes to Tune too, with the latest losses and
+    evaluation (live curves; a retry on another machine resumes from Tune's copy).
     Exceptions other than a bad configuration propagate, so ``FailureConfig`` retries."""
+    import tempfile
+
     from ray import tune
 
-    from bench.trial import run_stage_run, run_trial
+    from bench.trial import Checkpoints, run_stage_run, run_trial
 
     entry = config["spec"]
-    kwargs = {
-        "data_root": Path(config["data_root"]),
-        "run_id": config["run_id"],
-        "progress": False,
-    }
-    if entry["kind"] == "stage":
-        try:
-            run_stage_run(StageRunSpec.from_dict(entry["node"]), Path(config["results"]), **kwargs)
-        except DabenchError as exc:  # a bad configuration: retrying cannot help
-            tune.report({"status": "failed", "error": str(exc), "target_mpjpe": -1.0})
+    results = Path(config["results"])
+    with tempfile.TemporaryDirectory(prefix="dabench-restore-") as restore:
+        others: tuple[Path, ...] = ()
+        previous = tune.get_checkpoint()
+        if previous is not None:  # a retry: Tune's copy of the last checkpoint
+            previous.to_directory(restore)
+            others = (Path(restore) / CHECKPOINT,)
+        kwargs = {
+            "data_root": Path(config["data_root"]),
+            "run_id": config["run_id"],
+            "progress": False,
+            "checkpoints": Checkpoints(others=others, on_write=_report_checkpoint),
+        }
+        if entry["kind"] == "stage":
+            try:
+                run_stage_run(StageRunSpec.from_dict(entry["node"]), results, **kwargs)
+            except DabenchError as exc:  # a bad configuration: retrying cannot help
+                tune.report({"status": "failed", "error": str(exc), "target_mpjpe": -1.0})
+                return
+            tune.report({"status": "ok", "target_mpjpe": -1.0})
             return
-        tune.report({"status": "ok", "target_mpjpe": -1.0})
-        return
-    record = run_trial(TrialSpec.from_dict(entry["node"]), Path(config["results"]), **kwargs)
+        record = run_trial(TrialSpec.from_dict(entry["node"]), results, **kwargs)
     overall = record["metrics"].get("target_test", {}).get("overall", {})
     tune.report({"status": record["status"], "target_mpjpe": overall.get("mpjpe") or -1.0})
+
+
+def _report_checkpoint(path: Path, metrics: dict[str, Any]) -> None:
+    """Hand a checkpoint just written to Tune, which copies it into its storage."""
+    import tempfile
+
+    from ray import tune
+
+    with tempfile.TemporaryDirectory(prefix="dabench-ckpt-") as d:
+        try:  # a hard link costs nothing; Tune copies the file into its storage
+            os.link(path, Path(d) / CHECKPOINT)
+        except OSError:
+            shutil.copyfile(path, Path(d) / CHECKPOINT)
+        tune.report({"status": "running", **metrics}, checkpoint=tune.Checkpoint.from_directory(d))
 
 
 @contextlib.contextmanager
@@ -377,6 +436,8 @@ def _run_ray(
     from ray import tune
     from ray.tune.search import Searcher
 
+    from bench.cluster import tune_resources
+
     store = ArtifactStore(results)
 
     def release(node: Node) -> bool:
@@ -437,7 +498,7 @@ def _run_ray(
 
     # Each node asks for its own resources (a GPU method beside CPU baselines).
     trainable = tune.with_resources(
-        _tune_node, lambda config: {k: v for k, v in config["spec"]["resources"].items() if v}
+        _tune_node, lambda config: tune_resources(config["spec"]["resources"])
     )
     max_failures = max(int(n.train.get("max_failures", 1)) for n in nodes)
     tuner = tune.Tuner(
@@ -454,8 +515,31 @@ def _run_ray(
             name=f"{grid.name}-{run_id[:8]}",
             storage_path=str(results / "_ray"),
             failure_config=tune.FailureConfig(max_failures=max_failures),
+            # the latest checkpoint of each node is all a retry needs
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=0,
             callbacks=[_Progress()],
         ),
     )
     tuner.fit()
+    _prune_tune_checkpoints(results / "_ray" / f"{grid.name}-{run_id[:8]}", results)
+
+
+def _prune_tune_checkpoints(experiment: Path, results: Path) -> None:
+    """Tune keeps each node's last checkpoint for retries; a node that finished needs it no
+    more (a trial's own checkpoint goes when its record is written, the same reason)."""
+    import json
+
+    store = ArtifactStore(results)
+    for params in experiment.glob("*/params.json"):
+        try:
+            entry = json.loads(params.read_text())["spec"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if entry["kind"] == "stage":
+            done = store.exists(StageRunSpec.from_dict(entry["node"]).key)
+        else:
+            done = is_complete(results, TrialSpec.from_dict(entry["node"]).trial_id)
+        if done:
+            for ckpt in params.parent.glob("checkpoint_*"):
+                shutil.rmtree(ckpt, ignore_errors=True)

@@ -11,7 +11,7 @@ import os
 import random
 import resource
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +61,20 @@ class _RunState:
     diverged_at: int | None = None
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     losses: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _latest(state: _RunState) -> dict[str, Any]:
+    """Where a run stands, flat, for live curves: the step, the last logged losses, and the
+    overall metrics of an evaluation made at this step (``<split>/<metric>``)."""
+    out: dict[str, Any] = {"step": state.step}
+    if state.losses:
+        last = state.losses[-1]
+        out["stage"] = last["stage"]
+        out |= {f"train/{k}": v for k, v in last.items() if k not in ("step", "stage")}
+    if state.evaluations and state.evaluations[-1]["step"] == state.step:
+        for split, m in state.evaluations[-1]["metrics"].items():
+            out |= {f"{split}/{k}": v for k, v in m["overall"].items()}
+    return out
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -270,6 +284,8 @@ class Trainer:
         resume: bool = False,
         run_id: str = "",
         on_stage_end: Callable[[Stage], None] | None = None,
+        on_checkpoint: Callable[[Path, dict[str, Any]], None] | None = None,
+        other_checkpoints: Sequence[Path] = (),
     ) -> None:
         self.method = method
         self.pair = pair
@@ -285,6 +301,11 @@ class Trainer:
         # in the same directory is never resumed from.
         self.run_id = run_id or repr(config)
         self.on_stage_end = on_stage_end or (lambda stage: None)
+        # Told of every checkpoint written, with the latest losses and evaluation (Ray Tune
+        # keeps a copy, for retries on another node, and shows the curves live).
+        self.on_checkpoint = on_checkpoint
+        # Checkpoints of this run kept elsewhere (Tune's copy); the furthest one resumes.
+        self.other_checkpoints = tuple(other_checkpoints)
         self.device = resolve_device(config.device)
         if config.amp == "fp16" and self.device.type != "cuda":
             raise DabenchError("train.amp 'fp16' needs a CUDA device; use 'bf16' on the CPU")
@@ -501,6 +522,8 @@ class Trainer:
     def _timed_checkpoint(self, state: _RunState, running: Mapping[str, torch.Tensor]) -> None:
         started = time.perf_counter()
         self._checkpoint(state, running)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(self.workdir / CHECKPOINT, _latest(state))
         self._last_checkpoint = time.perf_counter()
         state.checkpoint_seconds += self._last_checkpoint - started
 
@@ -522,18 +545,21 @@ class Trainer:
             torch.save(checkpoint, tmp)
 
     def _read_checkpoint(self) -> dict[str, Any] | None:
-        path = self.workdir / CHECKPOINT
-        if not path.exists():
-            return None
-        try:
-            # Our own file, written by _checkpoint; it pickles the run state (metrics).
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # an interrupted or foreign file: start over
-            self.log(f"ignoring unreadable checkpoint {path}: {exc}")
-            return None
-        if ckpt.get("run") != self.run_id or not isinstance(ckpt.get("state"), _RunState):
-            return None
-        return ckpt
+        """The furthest readable checkpoint of this run among the work directory's and
+        :attr:`other_checkpoints`; None if there is none."""
+        found = []
+        for path in (self.workdir / CHECKPOINT, *self.other_checkpoints):
+            if not path.exists():
+                continue
+            try:
+                # Our own file, written by _checkpoint; it pickles the run state (metrics).
+                ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as exc:  # a damaged or foreign file is never trusted
+                self.log(f"ignoring unreadable checkpoint {path}: {exc}")
+                continue
+            if ckpt.get("run") == self.run_id and isinstance(ckpt.get("state"), _RunState):
+                found.append(ckpt)
+        return max(found, key=lambda c: c["state"].step, default=None)
 
     def _replay_stage_starts(self, index: int) -> None:
         """The start hooks of every stage up to ``index`` (modules they create or freeze

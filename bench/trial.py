@@ -7,9 +7,11 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,6 @@ from bench.provenance import versions
 from bench.selection import RULES, get_rule
 from bench.store import (
     RECORD_SCHEMA_ID,
-    read_record,
     trial_dir,
     write_predictions,
     write_trial,
@@ -41,6 +42,23 @@ from bench.trainer import CHECKPOINT, Trainer, TrainResult, seed_everything
 
 FINAL_WEIGHTS = "weights.pt"
 WORK_DIR = ".work"  # under the artifact store: checkpoints of stage runs in progress
+ATTEMPTS = "attempts"  # in a trial's directory: how many times it was started
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """A node's checkpoints beyond its work directory's: copies kept elsewhere (Ray Tune's,
+    so that a retry on another machine resumes), and a hook told of each new one."""
+
+    others: tuple[Path, ...] = ()
+    on_write: Callable[[Path, dict[str, Any]], None] | None = None
+
+
+def node_workdir(node: _Node, results: Path) -> Path:
+    """Where a node keeps its checkpoint while it runs."""
+    if isinstance(node, TrialSpec):
+        return trial_dir(results, node.trial_id)
+    return ArtifactStore(results).root / WORK_DIR / node.key
 
 
 def node_method(node: _Node) -> tuple[type[MethodSpec], Any, list[Stage]]:
@@ -171,6 +189,7 @@ def _train(
     run_id: str,
     progress: bool,
     log: Callable[[str], None],
+    checkpoints: Checkpoints | None,
 ) -> tuple[Method, TrainResult, dict[str, int]]:
     """Build the node's method, load what it starts from, train its stages."""
     spec, hp, _ = node_method(node)
@@ -202,6 +221,8 @@ def _train(
         resume=True,
         run_id=node.node_id,
         on_stage_end=on_stage_end,
+        on_checkpoint=checkpoints.on_write if checkpoints else None,
+        other_checkpoints=checkpoints.others if checkpoints else (),
     )
     return method, trainer.fit(), loaded
 
@@ -214,6 +235,7 @@ def run_stage_run(
     run_id: str = "",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> bool:
     """Compute a stage run's artifact unless it exists; True if this call computed it."""
     log = log or (lambda msg: None)
@@ -221,7 +243,7 @@ def run_stage_run(
     if store.exists(spec.key):
         return False
     pair = prepare_pair(spec, data_root)
-    workdir = store.root / WORK_DIR / spec.key
+    workdir = node_workdir(spec, results)
     _, result, _ = _train(
         spec,
         results,
@@ -232,6 +254,7 @@ def run_stage_run(
         run_id=run_id,
         progress=progress,
         log=log,
+        checkpoints=checkpoints,
     )
     if result.status != "ok":
         raise DabenchError(
@@ -250,6 +273,7 @@ def run_trial(
     run_id: str = "",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one trial; write and return its record. A bad configuration
     (``DabenchError``) becomes a ``failed`` record; any other exception is recorded too
@@ -259,6 +283,7 @@ def run_trial(
     results = Path(results)
     workdir = trial_dir(results, spec.trial_id)
     record = _base_record(spec, results)
+    record["attempt"] = _count_attempt(workdir)
     predictions = None
     crash: BaseException | None = None
     try:
@@ -276,6 +301,7 @@ def run_trial(
             run_id=run_id,
             progress=progress,
             log=log,
+            checkpoints=checkpoints,
         )
         if loaded:
             record["artifacts"][-1].update(loaded)
@@ -305,6 +331,20 @@ def run_trial(
     if crash is not None:
         raise crash
     return record
+
+
+def _count_attempt(workdir: Path) -> int:
+    """Count one more start of the trial in its directory (a start that is killed without
+    a trace still counts) and return the count."""
+    path = workdir / ATTEMPTS
+    try:
+        count = int(path.read_text()) + 1
+    except (OSError, ValueError):
+        count = 1
+    workdir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(str(count))
+    return count
 
 
 def _failed(record: dict[str, Any], exc: BaseException) -> dict[str, Any]:
@@ -342,15 +382,6 @@ def _artifact_entries(spec: TrialSpec, results: Path, run_id: str) -> list[dict[
 
 
 def _base_record(spec: TrialSpec, results: Path) -> dict[str, Any]:
-    previous = trial_dir(results, spec.trial_id) / "record.json"
-    attempt = 1
-    if previous.exists():
-        try:
-            old = read_record(previous)
-            if old.get("status") == "failed":
-                attempt = int(old.get("attempt", 1)) + 1
-        except DabenchError:
-            pass
     return {
         "schema": RECORD_SCHEMA_ID,
         "trial_id": spec.trial_id,
@@ -377,10 +408,19 @@ def _base_record(spec: TrialSpec, results: Path) -> dict[str, Any]:
         "data": {"fingerprints": {}, **spec.data},
         "status": "failed",
         "error": None,
-        "attempt": attempt,
+        "attempt": 1,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
+        "ray_node": _ray_node(),
     }
+
+
+def _ray_node() -> str | None:
+    """The Ray node a trial runs on (None outside Ray), to see where a grid's trials went."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    return ray.get_runtime_context().get_node_id()
 
 
 def _fill_results(record: dict[str, Any], result: TrainResult, rule: str) -> dict | None:

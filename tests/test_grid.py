@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from bench.cluster import tune_resources
 from bench.errors import DabenchError
 from bench.grid import load_grid, named_grids
 
@@ -109,7 +110,10 @@ def test_named_grids_ship_with_the_package():
         ({"model": {"feature_stride": 12}}, "feature_stride 12 not supported"),
         ({"model": {"backbone": 18}}, "'backbone' must be str"),
         ({"data": {"n_train": -5}}, "data.n_train must be a non-negative integer"),
-        ({"resources": {"tpu": 1}}, r"unknown resource\(s\) \['tpu'\]"),
+        ({"resources": {"tpu": 1}}, r"unknown resource\(s\) \['tpu'\].*go under custom"),
+        ({"resources": {"custom": ["a100"]}}, "resources.custom must map resource names"),
+        ({"resources": {"custom": {"a100": -1}}}, "resources.custom.a100 must be a non-neg"),
+        ({"resources": {"gpu": "half"}}, "resources.gpu must be a non-negative number"),
         (
             {"pairs": [{"source": "synth-hand-clean", "target": "synth-body-wild"}]},
             "different joint sets",
@@ -217,6 +221,15 @@ def test_per_method_resources(tmp_path):
     res = {t.method: t.resources for t in grid.trials}
     assert res["source-only"] == {"cpu": 2, "gpu": 0}
     assert res["oracle"] == {"cpu": 2, "gpu": 0.5}
+    # A cluster's own resources pin a method to the machines that have them; Tune gets
+    # them as custom_resources.
+    grid = load_grid(
+        write(tmp_path, {**BASE, "resources": {"methods": {"oracle": {"custom": {"big": 1}}}}})
+    )
+    res = {t.method: t.resources for t in grid.trials}
+    assert res["oracle"] == {"cpu": 1, "gpu": 0, "custom": {"big": 1}}
+    assert tune_resources(res["oracle"]) == {"cpu": 1, "custom_resources": {"big": 1}}
+    assert tune_resources(res["source-only"]) == {"cpu": 1}
     with pytest.raises(DabenchError, match="resources given for .*'dann'"):
         load_grid(
             write(tmp_path, {**BASE, "resources": {"methods": {"dann": {"cpu": 1}}}}, "r.yaml")
