@@ -174,8 +174,8 @@ def _grid_status(args: argparse.Namespace) -> None:
     print(
         f"\ngrid {grid.name} in {results}: {len(statuses)} trials — "
         + ", ".join(f"{counts[state]} {state}" for state in STATES)
-        + " (started: a checkpoint but no record — running now, or interrupted and resumed "
-        "by the next run; failed trials run again too)"
+        + " (interrupted: a checkpoint, no record and no process running it — the next run "
+        "resumes it; failed trials run again)"
     )
 
 
@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     gshow.add_argument("grid", help="named grid or grid YAML file")
     gshow.set_defaults(func=_grid_show)
     gstatus = gsub.add_parser(
-        "status", help="each trial of a grid: ok, diverged, failed, started or missing"
+        "status", help="each trial of a grid: ok, diverged, failed, running, interrupted or missing"
     )
     gstatus.add_argument("grid", help="named grid or grid YAML file")
     gstatus.add_argument(

@@ -1,6 +1,7 @@
 """Where a grid stands in a result store: each trial done, diverged, failed (with its
-message), started (a checkpoint but no record: running now, or interrupted) or missing;
-and the clean-up of what must be redone."""
+message), running (a process holds its lock now), interrupted (a checkpoint but no record,
+and nobody running it: the next run resumes it) or missing; and the clean-up of what must
+be redone."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.atomic import is_locked
 from bench.errors import DabenchError
 from bench.grid import Grid
-from bench.store import CHECKPOINT, read_record, trial_dir
+from bench.store import CHECKPOINT, LOCK, read_record, trial_dir
 
-STATES = ("ok", "diverged", "failed", "started", "missing")
+STATES = ("ok", "diverged", "failed", "running", "interrupted", "missing")
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,10 @@ def grid_status(grid: Grid, results: Path) -> list[TrialStatus]:
                     message = (record.get("error") or {}).get("message", "")
             except (DabenchError, KeyError) as exc:
                 state, message = "failed", f"unreadable record: {exc}"
-        elif (directory / CHECKPOINT).exists():
-            state = "started"
+        if state in ("failed", "missing") and is_locked(directory / LOCK):
+            state, message = "running", ""  # a retry, or the first attempt
+        elif state == "missing" and (directory / CHECKPOINT).exists():
+            state = "interrupted"
         out.append(
             TrialStatus(
                 spec.trial_id, spec.label, spec.source, spec.target, spec.seed, state, message

@@ -25,6 +25,8 @@ from bench.selection import SELECTION_RULES
 RECORD_SCHEMA_ID = "dabench.record/2"
 # A trial's resumable state in its directory, until the trial finishes (bench.trainer).
 CHECKPOINT = "checkpoint.pt"
+# In a trial's directory: held by the process that runs the trial (bench.atomic.file_lock).
+LOCK = ".lock"
 STATUSES = ("ok", "failed", "diverged")
 FINISHED = ("ok", "diverged")
 

@@ -397,6 +397,7 @@ class Trainer:
         state = _RunState()
         restored = self._read_checkpoint() if self.resume else None
         resumed = restored is not None
+        resumed_at = restored["state"].step if restored is not None else 0
         self._last_checkpoint = time.perf_counter()
         if restored is not None:
             state = restored["state"]
@@ -492,6 +493,7 @@ class Trainer:
                 else 0.0,
                 "steps": state.step,
                 "resumed": resumed,
+                "resumed_at_step": resumed_at,
             },
             device=self._device_name(),
             peak_memory_mb=self._peak_memory_mb(),

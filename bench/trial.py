@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from bench.artifacts import WEIGHTS, ArtifactStore
-from bench.atomic import atomic_path
+from bench.atomic import atomic_path, file_lock
 from bench.data.joints import get_joint_set
 from bench.data.pairs import PairShards, pair_shards
 from bench.data.provision import ensure_shards
@@ -33,7 +33,10 @@ from bench.metrics import METRICS_VERSION
 from bench.provenance import versions
 from bench.selection import RULES, get_rule
 from bench.store import (
+    LOCK,
     RECORD_SCHEMA_ID,
+    is_complete,
+    read_record,
     trial_dir,
     write_predictions,
     write_trial,
@@ -240,10 +243,26 @@ def run_stage_run(
     """Compute a stage run's artifact unless it exists; True if this call computed it."""
     log = log or (lambda msg: None)
     store = ArtifactStore(results)
+    workdir = node_workdir(spec, results)
     if store.exists(spec.key):
         return False
+    with file_lock(workdir.parent / f"{spec.key}.lock"):  # one process at a time, as trials
+        if store.exists(spec.key):
+            return False
+        return _run_stage_run(spec, results, workdir, data_root, run_id, progress, log, checkpoints)
+
+
+def _run_stage_run(
+    spec: StageRunSpec,
+    results: Path,
+    workdir: Path,
+    data_root: Path | None,
+    run_id: str,
+    progress: bool,
+    log: Callable[[str], None],
+    checkpoints: Checkpoints | None,
+) -> bool:
     pair = prepare_pair(spec, data_root)
-    workdir = node_workdir(spec, results)
     _, result, _ = _train(
         spec,
         results,
@@ -278,10 +297,29 @@ def run_trial(
     """Train and evaluate one trial; write and return its record. A bad configuration
     (``DabenchError``) becomes a ``failed`` record; any other exception is recorded too
     and then re-raised, so that Ray's ``FailureConfig`` retries it."""
-    started = time.perf_counter()
-    log = log or (lambda msg: None)
     results = Path(results)
     workdir = trial_dir(results, spec.trial_id)
+    # One process at a time per trial: a retry waits for an attempt that is still running
+    # (a killed driver's trials die moments after it), then finds the trial done or
+    # resumes it from the checkpoint that attempt left.
+    with file_lock(workdir / LOCK):
+        if is_complete(results, spec.trial_id):
+            return read_record(trial_dir(results, spec.trial_id) / "record.json")
+        return _run_trial(spec, results, workdir, data_root, run_id, progress, log, checkpoints)
+
+
+def _run_trial(
+    spec: TrialSpec,
+    results: Path,
+    workdir: Path,
+    data_root: Path | None,
+    run_id: str,
+    progress: bool,
+    log: Callable[[str], None] | None,
+    checkpoints: Checkpoints | None,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    log = log or (lambda msg: None)
     record = _base_record(spec, results)
     record["attempt"] = _count_attempt(workdir)
     predictions = None

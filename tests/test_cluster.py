@@ -5,17 +5,20 @@ refusals before any trial starts, and the faults a grid left running for days me
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from bench.grid import load_grid
 from bench.paths import REPO_ROOT
-from bench.store import CHECKPOINT, read_record, trial_dir, validate_record
+from bench.store import CHECKPOINT, is_complete, read_record, trial_dir, validate_record
 from tests.ray_cluster import DABENCH, RAY, RayCluster, ray_cluster
 
 pytestmark = pytest.mark.slow
@@ -145,3 +148,133 @@ def test_a_trial_no_node_can_hold_is_refused_before_anything_runs(cluster, share
         "--data", str(shared / "data"), "--quiet",
     )  # fmt: skip
     assert out.returncode == 2 and "asks for CPU 2 per trial" in out.stderr
+
+
+# A network whose checkpoints are small (0.24 M parameters), trained long enough to be
+# interrupted half-way, with a checkpoint at least every 0.3 s.
+LONG = {
+    "model": {"backbone": "regnetx_002", "feature_stride": 16},
+    "train": {"steps": 60, "eval_every": 20, "log_every": 10, "checkpoint_every_s": 0.3},
+}
+TRIAL_ACTOR = "ray::ImplicitFunc.train"  # the process of a running Tune function trial
+
+
+def start_run(cluster: RayCluster, path: Path, results: Path, data: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [DABENCH, "run", str(path), "--address", cluster.address, "--results", str(results),
+         "--data", str(data), "--quiet"],
+        env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def finish(run: subprocess.Popen) -> str:
+    out, _ = run.communicate(timeout=600)
+    assert run.returncode == 0, out
+    return out
+
+
+def trial_actors(cluster: RayCluster) -> list:
+    actors = []
+    for proc in cluster.processes():
+        try:
+            if proc.name() == TRIAL_ACTOR:
+                actors.append(proc)
+        except Exception:  # gone meanwhile
+            continue
+    return actors
+
+
+def wait_until(condition, timeout: float = 300, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def half_way(results: Path, grid) -> list[str]:
+    """Trials with a checkpoint and no record: interrupted half-way if killed now."""
+    return [
+        t.trial_id
+        for t in grid.trials
+        if (trial_dir(results, t.trial_id) / CHECKPOINT).exists()
+        and not (trial_dir(results, t.trial_id) / "record.json").exists()
+    ]
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    """Equal weights, to the last bit where this CPU's kernels allow (a tolerance far
+    below any training step's change)."""
+    x = torch.load(a, weights_only=True)
+    y = torch.load(b, weights_only=True)
+    return x.keys() == y.keys() and all(
+        torch.allclose(x[k].float(), y[k].float(), rtol=1e-5, atol=1e-7) for k in x
+    )
+
+
+def test_a_killed_trial_process_is_retried_from_its_last_checkpoint(cluster, shared, tmp_path):
+    path = grid_file(
+        tmp_path, "worker-kill", methods=["source-only"], seeds=[0],
+        train={**LONG["train"], "max_failures": 2}, model=LONG["model"],
+    )  # fmt: skip
+    grid = load_grid(path)
+    (trial,) = grid.trials
+    data = shared / "data"
+    reference = shared / "worker-kill-reference"
+    finish(start_run(cluster, path, reference, data))
+    results = shared / "worker-kill"
+    run = start_run(cluster, path, results, data)
+    wait_until(lambda: half_way(results, grid), what="the trial's first checkpoint")
+    (actor,) = trial_actors(cluster)
+    actor.send_signal(signal.SIGKILL)
+    out = finish(run)
+    assert "1 trials (0 skipped, 1 run, 0 failed)" in out
+    record = read_record(trial_dir(results, trial.trial_id) / "record.json")
+    ref = read_record(trial_dir(reference, trial.trial_id) / "record.json")
+    assert record["status"] == "ok" and record["attempt"] == 2 and ref["attempt"] == 1
+    assert record["timings"]["resumed"] is True and ref["timings"]["resumed"] is False
+    assert 0 < record["timings"]["resumed_at_step"] < 60
+    assert [e["step"] for e in record["curves"]["evaluations"]] == [20, 40, 60]
+    assert same_weights(
+        trial_dir(results, trial.trial_id) / "weights.pt",
+        trial_dir(reference, trial.trial_id) / "weights.pt",
+    )
+    for split, metrics in ref["metrics"].items():
+        got = record["metrics"][split]["overall"]
+        for name, value in metrics["overall"].items():
+            assert got[name] == pytest.approx(value, rel=1e-5, abs=1e-6), (split, name)
+
+
+def test_a_killed_driver_is_resumed_by_running_again(cluster, shared, tmp_path):
+    path = grid_file(tmp_path, "driver-kill", train=LONG["train"], model=LONG["model"])
+    grid = load_grid(path)
+    results = shared / "driver-kill"
+    run = start_run(cluster, path, results, shared / "data")
+    some_done = lambda: any(is_complete(results, t.trial_id) for t in grid.trials)  # noqa: E731
+    wait_until(
+        lambda: half_way(results, grid) and some_done(), what="a finished trial and one half-way"
+    )
+    run.send_signal(signal.SIGKILL)
+    run.communicate()
+    # Ray kills the trials of a driver that died: nothing of the run outlives it.
+    wait_until(lambda: not trial_actors(cluster), timeout=60, what="the trials to stop")
+    done = {
+        t.trial_id: (trial_dir(results, t.trial_id) / "record.json").read_bytes()
+        for t in grid.trials
+        if is_complete(results, t.trial_id)
+    }
+    interrupted = set(half_way(results, grid))
+    assert done and interrupted
+    out = finish(start_run(cluster, path, results, shared / "data"))
+    assert f"4 trials ({len(done)} skipped, {4 - len(done)} run, 0 failed)" in out
+    for t in grid.trials:
+        directory = trial_dir(results, t.trial_id)
+        record = read_record(directory / "record.json")
+        assert record["status"] == "ok"
+        if t.trial_id in done:  # not run again
+            assert (directory / "record.json").read_bytes() == done[t.trial_id]
+        elif t.trial_id in interrupted:  # continued, not restarted
+            assert record["attempt"] == 2 and record["timings"]["resumed"] is True
+            assert record["timings"]["resumed_at_step"] > 0
+        else:
+            assert record["attempt"] == 1 and record["timings"]["resumed"] is False
+    assert len(list(results.glob("*/record.json"))) == 4

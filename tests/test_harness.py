@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench.atomic import file_lock
 from bench.cli import main
 from bench.data.shards import ShardDataset
 from bench.errors import DabenchError
@@ -13,6 +14,7 @@ from bench.grid import load_grid
 from bench.metrics import evaluate
 from bench.runner import prepare, run_grid
 from bench.store import (
+    LOCK,
     is_complete,
     load,
     read_predictions,
@@ -425,10 +427,12 @@ def test_grid_status_and_clean_say_what_stands_and_remove_what_must_be_redone(
     run_grid(grid, results, executor="local", data_root=data_root, progress=False, log=quiet)
     states = {s.label: (s.state, s.message) for s in grid_status(grid, results)}
     assert states == {"source-only": ("ok", ""), "oracle": ("failed", "out of cheese")}
-    # a checkpoint without a record: running now, or interrupted
+    # a checkpoint without a record: interrupted, or running while a process holds its lock
     (trial_dir(results, oracle.trial_id) / "record.json").unlink()
     (trial_dir(results, oracle.trial_id) / "checkpoint.pt").write_bytes(b"")
-    assert {s.label: s.state for s in grid_status(grid, results)}["oracle"] == "started"
+    assert {s.label: s.state for s in grid_status(grid, results)}["oracle"] == "interrupted"
+    with file_lock(trial_dir(results, oracle.trial_id) / LOCK):
+        assert {s.label: s.state for s in grid_status(grid, results)}["oracle"] == "running"
 
     run_grid(grid, results, executor="local", data_root=data_root, progress=False, log=quiet)
     capsys.readouterr()
