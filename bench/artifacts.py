@@ -64,6 +64,30 @@ class ArtifactStore:
                 f"changed since); delete {self.path(key)} to recompute it"
             )
 
+    def verify(self, key: str) -> str:
+        """Why the stored artifact cannot be trusted (a file missing, cut short or changed
+        since it was written), or an empty string if it is whole."""
+        try:
+            files = self.meta(key).get("files")
+        except DabenchError as exc:
+            return str(exc)
+        if not isinstance(files, dict):
+            return "its artifact.json lists no files (written by an older dabench)"
+        for name, want in files.items():
+            path = self.path(key) / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if _digest(path) != want:
+                return f"{name} differs from what was written (cut short or changed)"
+        return ""
+
+    def quarantine(self, key: str) -> Path:
+        """Move a damaged artifact aside (kept for inspection, never read again), so that
+        it is made anew; returns where it went."""
+        aside = self.root / f".damaged-{key}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"
+        os.replace(self.path(key), aside)
+        return aside
+
     def lock(self, key: str):
         """An exclusive lock per key, so two workers never compute one artifact at once."""
         return file_lock(self.root / ".locks" / f"{key}.lock")
@@ -84,9 +108,21 @@ class ArtifactStore:
                 "format": ARTIFACT_FORMAT,
                 "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 **meta,
+                # what verify() checks before anything starts from the artifact
+                "files": {
+                    str(f.relative_to(tmp)): _digest(f)
+                    for f in sorted(tmp.rglob("*"))
+                    if f.is_file()
+                },
             }
             (tmp / META).write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _digest(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return {"bytes": path.stat().st_size, "sha256": digest}

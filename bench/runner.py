@@ -21,7 +21,7 @@ from bench.errors import DabenchError
 from bench.grid import Grid, StageRunSpec, TrialSpec
 from bench.paths import shard_root
 from bench.progress import GridProgress
-from bench.store import CHECKPOINT, is_complete, read_record, trial_dir, write_trial
+from bench.store import ATTEMPTS, CHECKPOINT, is_complete, read_record, trial_dir, write_trial
 
 EXECUTORS = ("ray", "local")
 
@@ -52,11 +52,17 @@ class RunSummary:
         return [r for r in self.records if r["status"] == "failed"]
 
 
-def schedule(grid: Grid, results: Path) -> list[list[Node]]:
+def schedule(
+    grid: Grid, results: Path, log: Callable[[str], None] = print
+) -> list[list[Node]]:
     """The nodes still to run, in waves: every node's start artifact exists or is made by
     a node of an earlier wave. A missing artifact is made by the pending trial that
     exports it, or else by its stage run."""
     store = ArtifactStore(results)
+    for run in grid.stage_runs:  # a damaged artifact is made anew, never started from
+        if store.exists(run.key) and (why := store.verify(run.key)):
+            aside = store.quarantine(run.key)
+            log(f"stage artifact {run.key} is damaged ({why}): moved to {aside}, made anew")
     pending = [t for t in grid.trials if not is_complete(results, t.trial_id)]
     runs = {s.key: s for s in grid.stage_runs}
     pending_ids = {t.trial_id for t in pending}
@@ -125,7 +131,7 @@ def run_grid(
         raise DabenchError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     results = Path(results).resolve()
     data_root = Path(data_root or shard_root()).resolve()
-    waves = schedule(grid, results)
+    waves = schedule(grid, results, log)
     nodes = [n for wave in waves for n in wave]
     trials = [n for n in nodes if isinstance(n, TrialSpec)]
     stage_runs = [n for n in nodes if isinstance(n, StageRunSpec)]
@@ -491,6 +497,8 @@ def _run_ray(
                 log(f"{grid_progress.done(node.node_id, ok)} stage run {node.key}: {outcome}")
                 return
             path = trial_dir(results, node.trial_id) / "record.json"
+            if not ok and not path.exists():  # killed every time: it wrote no record
+                _gave_up(node, trial, results)
             record = read_record(path) if path.exists() else None
             ok = ok and record is not None and record["status"] != "failed"
             line = _summary_line(record) if record else f"  {node.label}: no record"
@@ -523,6 +531,23 @@ def _run_ray(
     )
     tuner.fit()
     _prune_tune_checkpoints(results / "_ray" / f"{grid.name}-{run_id[:8]}", results)
+
+
+def _gave_up(node: TrialSpec, trial: Any, results: Path) -> None:
+    """Tune stopped retrying a trial: its record says so, with Tune's last error (a
+    process that was killed wrote no record of its own)."""
+    from bench.trial import failed_record
+
+    error = trial.get_error()
+    retries = int(node.train.get("max_failures", 1))
+    message = f"gave up after {retries + 1} attempt(s) (train.max_failures {retries}): " + (
+        f"{type(error).__name__}: {error}".splitlines()[0] if error else "no error given"
+    )
+    record = failed_record(node, results, DabenchError(message))
+    attempts = trial_dir(results, node.trial_id) / ATTEMPTS
+    if attempts.exists():
+        record["attempt"] = max(1, int(attempts.read_text() or 1))
+    write_trial(results, record, None)
 
 
 def _prune_tune_checkpoints(experiment: Path, results: Path) -> None:

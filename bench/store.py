@@ -27,6 +27,7 @@ RECORD_SCHEMA_ID = "dabench.record/2"
 CHECKPOINT = "checkpoint.pt"
 # In a trial's directory: held by the process that runs the trial (bench.atomic.file_lock).
 LOCK = ".lock"
+ATTEMPTS = "attempts"  # in a trial's directory: how many times it was started
 STATUSES = ("ok", "failed", "diverged")
 FINISHED = ("ok", "diverged")
 

@@ -33,6 +33,7 @@ from bench.metrics import METRICS_VERSION
 from bench.provenance import versions
 from bench.selection import RULES, get_rule
 from bench.store import (
+    ATTEMPTS,
     LOCK,
     RECORD_SCHEMA_ID,
     is_complete,
@@ -45,7 +46,6 @@ from bench.trainer import CHECKPOINT, Trainer, TrainResult, seed_everything
 
 FINAL_WEIGHTS = "weights.pt"
 WORK_DIR = ".work"  # under the artifact store: checkpoints of stage runs in progress
-ATTEMPTS = "attempts"  # in a trial's directory: how many times it was started
 
 
 @dataclass(frozen=True)

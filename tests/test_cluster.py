@@ -18,7 +18,7 @@ import yaml
 
 from bench.grid import load_grid
 from bench.paths import REPO_ROOT
-from bench.store import CHECKPOINT, is_complete, read_record, trial_dir, validate_record
+from bench.store import ATTEMPTS, CHECKPOINT, is_complete, read_record, trial_dir, validate_record
 from tests.ray_cluster import DABENCH, RAY, RayCluster, ray_cluster
 
 pytestmark = pytest.mark.slow
@@ -173,11 +173,14 @@ def finish(run: subprocess.Popen) -> str:
     return out
 
 
-def trial_actors(cluster: RayCluster) -> list:
+def trial_actors(cluster: RayCluster, node: str = "") -> list:
+    """The processes running Tune trials now (on the ``head`` or ``worker`` node only)."""
     actors = []
     for proc in cluster.processes():
         try:
-            if proc.name() == TRIAL_ACTOR:
+            if proc.name() == TRIAL_ACTOR and (
+                not node or f"{cluster.root}/{node}/" in " ".join(proc.parent().cmdline())
+            ):
                 actors.append(proc)
         except Exception:  # gone meanwhile
             continue
@@ -278,3 +281,38 @@ def test_a_killed_driver_is_resumed_by_running_again(cluster, shared, tmp_path):
         else:
             assert record["attempt"] == 1 and record["timings"]["resumed"] is False
     assert len(list(results.glob("*/record.json"))) == 4
+
+
+def test_a_trial_killed_every_time_is_recorded_and_the_grid_finishes(cluster, shared, tmp_path):
+    # The oracle runs on the worker node, the source-only trial on the head.
+    path = grid_file(
+        tmp_path, "given-up", seeds=[0], train=LONG["train"], model=LONG["model"],
+        resources={"cpu": 1, "methods": {
+            "oracle": {"custom": {"worker_node": 1}},
+            "source-only": {"custom": {"head_node": 1}},
+        }},
+    )  # fmt: skip
+    grid = load_grid(path)
+    oracle = next(t for t in grid.trials if t.method == "oracle")
+    attempts = trial_dir(shared / "given-up", oracle.trial_id) / ATTEMPTS
+    run = start_run(cluster, path, shared / "given-up", shared / "data")
+    for attempt in ("1", "2"):  # train.max_failures 1: one retry
+        wait_until(
+            lambda a=attempt: (
+                attempts.exists() and attempts.read_text() == a and trial_actors(cluster, "worker")
+            ),
+            what=f"attempt {attempt}",
+        )
+        for actor in trial_actors(cluster, "worker"):
+            actor.send_signal(signal.SIGKILL)
+    out, _ = run.communicate(timeout=600)
+    assert run.returncode == 1, out
+    assert "2 trials (0 skipped, 2 run, 1 failed)" in out
+    recs = {r["method"]: r for r in records(shared / "given-up", grid)}
+    assert recs["source-only"]["status"] == "ok"
+    failed = recs["oracle"]
+    validate_record(failed)
+    assert failed["status"] == "failed" and failed["attempt"] == 2
+    assert failed["error"]["message"].startswith(
+        "gave up after 2 attempt(s) (train.max_failures 1): "
+    )

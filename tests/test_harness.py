@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench.artifacts import WEIGHTS, ArtifactStore
 from bench.atomic import file_lock
 from bench.cli import main
 from bench.data.shards import ShardDataset
@@ -14,6 +15,7 @@ from bench.grid import load_grid
 from bench.metrics import evaluate
 from bench.runner import prepare, run_grid
 from bench.store import (
+    CHECKPOINT,
     LOCK,
     is_complete,
     load,
@@ -227,7 +229,9 @@ def test_a_retried_trial_resumes_from_its_last_checkpoint(
     second = run_grid(
         grid, results, executor="local", data_root=data_root, progress=False, log=quiet
     ).records[0]
+    # the interrupted evaluation at step 4 is redone from the step-2 checkpoint
     assert second["status"] == "ok" and second["timings"]["resumed"] is True
+    assert second["timings"]["resumed_at_step"] == 2 and second["attempt"] == 2
     assert [e["step"] for e in second["curves"]["evaluations"]] == [2, 4]
     assert not (trial_dir(results, second["trial_id"]) / "checkpoint.pt").exists()
 
@@ -294,6 +298,47 @@ def test_warm_started_trials_start_from_the_source_only_artifact(tmp_path, data_
     assert record["artifacts"][0]["computed"] is True
     assert record["metrics"]["target_test"]["overall"]["mpjpe"] == pytest.approx(
         by["ddc"]["metrics"]["target_test"]["overall"]["mpjpe"], rel=1e-4
+    )
+
+
+def test_damaged_records_checkpoints_and_artifacts_are_redone_never_trusted(
+    tmp_path, data_root, tiny_grid
+):
+    grid = load_grid(
+        tiny_grid(
+            methods=["source-only", "ddc"], warm_start="source-only", train={"adapt_steps": 2}
+        )
+    )
+    (artifact,) = grid.stage_runs
+    ddc = next(t for t in grid.trials if t.method == "ddc")
+    results = tmp_path / "results"
+    first = run_grid(
+        grid, results, executor="local", data_root=data_root, progress=False, log=quiet
+    )
+    before = next(r for r in first.records if r["method"] == "ddc")
+    store = ArtifactStore(results)
+    assert store.verify(artifact.key) == ""
+    # A record cut short, a checkpoint of garbage, one byte of the artifact's weights changed.
+    record = trial_dir(results, ddc.trial_id) / "record.json"
+    record.write_text(record.read_text()[:100])
+    (trial_dir(results, ddc.trial_id) / CHECKPOINT).write_bytes(b"PK\x03\x04 not a checkpoint")
+    weights = store.path(artifact.key) / WEIGHTS
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert "state.pt differs from what was written" in store.verify(artifact.key)
+    lines = []
+    again = run_grid(
+        grid, results, executor="local", data_root=data_root, progress=False, log=lines.append
+    )
+    assert any(f"stage artifact {artifact.key} is damaged" in line for line in lines)
+    assert len(list((results / "_artifacts").glob(f".damaged-{artifact.key}-*"))) == 1
+    assert (again.skipped, again.ran, again.stage_runs) == (1, 1, 1)
+    assert store.verify(artifact.key) == ""
+    after = next(r for r in again.records if r["method"] == "ddc")
+    assert after["status"] == "ok" and after["timings"]["resumed"] is False
+    assert after["metrics"]["target_test"]["overall"]["mpjpe"] == pytest.approx(
+        before["metrics"]["target_test"]["overall"]["mpjpe"], rel=1e-4
     )
 
 
