@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import reaper
 from bench.artifacts import ArtifactStore
 from bench.errors import DabenchError
 from bench.grid import Grid, StageRunSpec, TrialSpec
@@ -52,9 +53,7 @@ class RunSummary:
         return [r for r in self.records if r["status"] == "failed"]
 
 
-def schedule(
-    grid: Grid, results: Path, log: Callable[[str], None] = print
-) -> list[list[Node]]:
+def schedule(grid: Grid, results: Path, log: Callable[[str], None] = print) -> list[list[Node]]:
     """The nodes still to run, in waves: every node's start artifact exists or is made by
     a node of an earlier wave. A missing artifact is made by the pending trial that
     exports it, or else by its stage run."""
@@ -383,10 +382,17 @@ def _ray_session(address: str | None, timings: dict[str, float]) -> Iterator[Non
     started = time.perf_counter()
     ray.init(**kwargs)
     timings["ray_start"] = time.perf_counter() - started
+    # A local Ray started here is stopped even if this process is killed (see bench.reaper).
+    guard = contextlib.nullcontext() if address else reaper.watch()
     try:
-        yield
+        with guard:
+            try:
+                yield
+            finally:
+                ray.shutdown()
     finally:
-        ray.shutdown()
+        if ray.is_initialized():  # pragma: no cover - the watcher failed to start
+            ray.shutdown()
 
 
 def _produces(node: Node) -> set[str]:

@@ -3,6 +3,9 @@ report, failures and divergence."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -518,3 +521,36 @@ def test_a_trial_whose_start_could_not_be_made_fails_with_the_reason(
     assert "could not be made" in by_label["ddc"]["error"]["message"]
     skipped = [line for line in lines if "skipped" in line]
     assert len(skipped) == 1 and skipped[0].startswith("[2/2]")  # counted as done
+
+
+@pytest.mark.slow
+def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path, data_root, tiny_grid):
+    """Ray's agents outlive a driver killed with SIGKILL unless dabench's reaper stops them;
+    and a run that ends normally leaves nothing either."""
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    path = tiny_grid(
+        model={"backbone": "regnetx_002", "feature_stride": 16},
+        train={"steps": 400, "eval_every": 200, "checkpoint_every_s": 0.3},
+    )
+    results = tmp_path / "results"
+    dabench = str(Path(sys.executable).with_name("dabench"))
+    run = subprocess.Popen(
+        [dabench, "run", str(path), "--results", str(results), "--data", str(data_root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while not list(results.glob(f"*/{CHECKPOINT}")):
+        assert time.monotonic() < deadline and run.poll() is None
+        time.sleep(0.1)
+    spawned = psutil.Process(run.pid).children(recursive=True)
+    assert any(p.name() == "raylet" for p in spawned)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    _, alive = psutil.wait_procs(spawned, timeout=60)
+    assert not alive, [p.name() for p in alive]
