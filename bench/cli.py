@@ -77,6 +77,7 @@ def _run(args: argparse.Namespace) -> None:
         data_root=args.data,
         progress=not args.quiet,
         check_resources=not args.no_resource_check,
+        trackers=tuple(args.tracker),
     )
     report = write_report(results)
     failed = len(summary.failed)
@@ -271,6 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not refuse trials that no current node of the cluster can hold (for "
         "clusters that add nodes on demand)",
+    )
+    run.add_argument(
+        "--tracker",
+        action="append",
+        default=[],
+        choices=("tensorboard", "mlflow"),
+        help="show the trials' curves live in TensorBoard (event files under "
+        "RESULTS/_ray) or MLflow ($MLFLOW_TRACKING_URI, default a file store in "
+        "RESULTS/_mlruns); may be given twice",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)

@@ -23,6 +23,7 @@ from bench.grid import Grid, StageRunSpec, TrialSpec
 from bench.paths import shard_root
 from bench.progress import GridProgress
 from bench.store import ATTEMPTS, CHECKPOINT, is_complete, read_record, trial_dir, write_trial
+from bench.trackers import callbacks, check_trackers
 
 EXECUTORS = ("ray", "local")
 
@@ -122,12 +123,15 @@ def run_grid(
     progress: bool = True,
     log: Callable[[str], None] = print,
     check_resources: bool = True,
+    trackers: tuple[str, ...] = (),
 ) -> RunSummary:
     """Run the grid's missing trials (and the stage runs they need) into ``results``.
     Under Ray the cluster is checked first: ``check_resources`` refuses nodes that ask for
-    more than any machine has (off for clusters that add machines on demand)."""
+    more than any machine has (off for clusters that add machines on demand).
+    ``trackers`` (bench.trackers) show the nodes' curves live."""
     if executor not in EXECUTORS:
         raise DabenchError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    check_trackers(tuple(trackers), executor)
     results = Path(results).resolve()
     data_root = Path(data_root or shard_root()).resolve()
     waves = schedule(grid, results, log)
@@ -160,7 +164,7 @@ def run_grid(
                     for node in _drop_orphans(wave, store, results, run_id, log, tracker):
                         _run_local(node, results, data_root, run_id, progress, log, tracker)
             else:
-                _run_ray(grid, nodes, results, data_root, run_id, log, tracker)
+                _run_ray(grid, nodes, results, data_root, run_id, log, tracker, trackers)
             timings["nodes"] = time.perf_counter() - started
         computed = sum(
             store.exists(s.key) and store.meta(s.key).get("run_id") == run_id for s in stage_runs
@@ -358,7 +362,9 @@ def _report_checkpoint(path: Path, metrics: dict[str, Any]) -> None:
             os.link(path, Path(d) / CHECKPOINT)
         except OSError:
             shutil.copyfile(path, Path(d) / CHECKPOINT)
-        tune.report({"status": "running", **metrics}, checkpoint=tune.Checkpoint.from_directory(d))
+        # timesteps_total: the x axis Tune's TensorBoard and MLflow loggers plot against
+        metrics = {"status": "running", "timesteps_total": metrics["step"], **metrics}
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 
 @contextlib.contextmanager
@@ -444,7 +450,11 @@ def _run_ray(
     run_id: str,
     log: Callable[[str], None],
     grid_progress: GridProgress,
+    trackers: tuple[str, ...] = (),
 ) -> None:
+    # Tune's own loggers (JSON, CSV, TensorBoard) only on request: the records are the
+    # results, and a grid of thousands of trials should not write three logs per trial.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     from ray import tune
     from ray.tune.search import Searcher
 
@@ -532,7 +542,7 @@ def _run_ray(
             # the latest checkpoint of each node is all a retry needs
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=0,
-            callbacks=[_Progress()],
+            callbacks=[_Progress(), *callbacks(trackers, results, grid.name)],
         ),
     )
     tuner.fit()

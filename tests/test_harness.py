@@ -554,3 +554,38 @@ def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path, data_root, tiny_
     run.wait()
     _, alive = psutil.wait_procs(spawned, timeout=60)
     assert not alive, [p.name() for p in alive]
+
+
+@pytest.mark.slow
+def test_trackers_show_every_evaluation_while_the_grid_runs(tmp_path, data_root, tiny_grid):
+    grid = load_grid(tiny_grid(methods=["source-only"]))
+    results = tmp_path / "results"
+    summary = run_grid(
+        grid,
+        results,
+        executor="ray",
+        data_root=data_root,
+        progress=False,
+        log=quiet,
+        trackers=("tensorboard", "mlflow"),
+    )
+    (record,) = summary.records
+    # TensorBoard: event files of the trial, with the evaluations' metrics
+    (events,) = list((results / "_ray").rglob("events.out.tfevents.*"))
+    assert b"target_test/mpjpe" in events.read_bytes() and b"train/pose" in events.read_bytes()
+    # MLflow, in its default file store under the results: one value per evaluation, at
+    # the training step it was made, equal to the record's curve
+    (metric,) = list((results / "_mlruns").rglob("metrics/target_test/mpjpe"))
+    logged = [line.split() for line in metric.read_text().splitlines()]
+    assert [int(step) for _, _, step in logged] == [2, 4]
+    curve = [e["target_test"]["mpjpe"] for e in record["curves"]["evaluations"]]
+    assert [float(v) for _, v, _ in logged] == pytest.approx(curve)
+
+
+def test_tracker_mistakes_are_refused_before_anything_runs(tmp_path, tiny_grid):
+    grid = load_grid(tiny_grid())
+    with pytest.raises(DabenchError, match=r"unknown tracker\(s\) \['wandb'\]; valid: tensorb"):
+        run_grid(grid, tmp_path / "r", executor="ray", trackers=("wandb",))
+    with pytest.raises(DabenchError, match="needs the ray executor"):
+        run_grid(grid, tmp_path / "r", executor="local", trackers=("mlflow",))
+    assert not (tmp_path / "r").exists()
