@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from bench.artifacts import WEIGHTS, ArtifactStore
 from bench.atomic import file_lock
@@ -589,3 +590,23 @@ def test_tracker_mistakes_are_refused_before_anything_runs(tmp_path, tiny_grid):
     with pytest.raises(DabenchError, match="needs the ray executor"):
         run_grid(grid, tmp_path / "r", executor="local", trackers=("mlflow",))
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_quarter_gpu_trials_share_one_gpu_under_ray(tmp_path, data_root, tiny_grid):
+    """Four trials asking for a quarter of a GPU each run at once on one GPU, in bf16."""
+    grid = load_grid(
+        tiny_grid(
+            seeds=[0, 1],
+            resources={"cpu": 1, "gpu": 0.25},
+            train={"device": "cuda", "amp": "bf16"},
+        )
+    )
+    summary = run_grid(
+        grid, tmp_path / "results", executor="ray", data_root=data_root, progress=False, log=quiet
+    )
+    assert summary.ran == 4 and not summary.failed
+    for record in summary.records:
+        assert record["device"].startswith("cuda:") and record["peak_memory_mb"] > 0
