@@ -26,6 +26,7 @@ from bench.store import ATTEMPTS, CHECKPOINT, is_complete, read_record, trial_di
 from bench.trackers import callbacks, check_trackers
 
 EXECUTORS = ("ray", "local")
+TUNE_RUN_NODES = 250  # nodes per Tune run (see _run_ray); measured in docs/benchmarks.md
 
 Node = StageRunSpec | TrialSpec
 
@@ -336,7 +337,12 @@ def _tune_node(config: dict[str, Any]) -> None:
             "data_root": Path(config["data_root"]),
             "run_id": config["run_id"],
             "progress": False,
-            "checkpoints": Checkpoints(others=others, on_write=_report_checkpoint),
+            "checkpoints": Checkpoints(
+                others=others,
+                on_write=lambda path, metrics: _report_checkpoint(
+                    path, metrics, results / "_ray" / config["experiment"]
+                ),
+            ),
         }
         if entry["kind"] == "stage":
             try:
@@ -351,8 +357,9 @@ def _tune_node(config: dict[str, Any]) -> None:
     tune.report({"status": record["status"], "target_mpjpe": overall.get("mpjpe") or -1.0})
 
 
-def _report_checkpoint(path: Path, metrics: dict[str, Any]) -> None:
-    """Hand a checkpoint just written to Tune, which copies it into its storage."""
+def _report_checkpoint(path: Path, metrics: dict[str, Any], experiment: Path) -> None:
+    """Hand a checkpoint just written to Tune, which copies it into the trial's directory
+    under ``experiment``; then drop the copies before it (only the last one resumes)."""
     import tempfile
 
     from ray import tune
@@ -365,6 +372,11 @@ def _report_checkpoint(path: Path, metrics: dict[str, Any]) -> None:
         # timesteps_total: the x axis Tune's TensorBoard and MLflow loggers plot against
         metrics = {"status": "running", "timesteps_total": metrics["step"], **metrics}
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+    # Tune's num_to_keep would do this, but it also makes the driver save the whole
+    # experiment's state after every checkpoint: quadratic in the grid's size.
+    copies = sorted((experiment / tune.get_context().get_trial_id()).glob("checkpoint_*"))
+    for old in copies[:-1]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -465,28 +477,27 @@ def _run_ray(
     def release(node: Node) -> bool:
         return bool(_drop_orphans([node], store, results, run_id, log, grid_progress))
 
-    deps = _Dependencies(nodes, release)
-
     class _DagSearcher(Searcher):
         """Tune asks for a trial whenever a worker is free; a node is suggested once its
         start artifacts exist (None: wait for a running node to finish)."""
 
-        def __init__(self) -> None:
+        def __init__(self, deps: _Dependencies) -> None:
             super().__init__()
+            self.deps = deps
             self.live: dict[str, str] = {}  # Tune trial id → node id
 
         def set_search_properties(self, metric, mode, config, **spec) -> bool:
             return True
 
         def suggest(self, trial_id: str) -> dict | None:
-            node = deps.next()
+            node = self.deps.next()
             if node is None:
-                return Searcher.FINISHED if deps.exhausted and not self.live else None
+                return Searcher.FINISHED if self.deps.exhausted and not self.live else None
             self.live[trial_id] = node.node_id
             return {"spec": _entry(node)}
 
         def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
-            deps.finish(self.live.pop(trial_id, ""))
+            self.deps.finish(self.live.pop(trial_id, ""))
 
     def node_of(trial: Any) -> Node:
         entry = trial.config["spec"]
@@ -507,6 +518,11 @@ def _run_ray(
             self._finished(trial, ok=False)
 
         def _finished(self, trial: Any, ok: bool) -> None:
+            # Tune's copy of the node's last checkpoint only serves Tune's own retries, over
+            # now; kept, a grid of a thousand trials would keep a thousand copies on disk.
+            for where in {trial.path, trial.local_path}:
+                for ckpt in Path(where).glob("checkpoint_*"):
+                    shutil.rmtree(ckpt, ignore_errors=True)
             node = node_of(trial)
             if isinstance(node, StageRunSpec):
                 outcome = "done" if ok else "failed"
@@ -525,28 +541,41 @@ def _run_ray(
         _tune_node, lambda config: tune_resources(config["spec"]["resources"])
     )
     max_failures = max(int(n.train.get("max_failures", 1)) for n in nodes)
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=_DagSearcher(),
-            num_samples=len(nodes),
-            # A worker process imports torch and timm once (≈8 s on a slow 2-core machine)
-            # and then runs node after node; every node seeds and configures torch itself.
-            reuse_actors=True,
-        ),
-        param_space={"results": str(results), "data_root": str(data_root), "run_id": run_id},
-        run_config=tune.RunConfig(
-            name=f"{grid.name}-{run_id[:8]}",
-            storage_path=str(results / "_ray"),
-            failure_config=tune.FailureConfig(max_failures=max_failures),
-            # the latest checkpoint of each node is all a retry needs
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            verbose=0,
-            callbacks=[_Progress(), *callbacks(trackers, results, grid.name)],
-        ),
-    )
-    tuner.fit()
-    _prune_tune_checkpoints(results / "_ray" / f"{grid.name}-{run_id[:8]}", results)
+    # Tune runs of at most TUNE_RUN_NODES nodes, one after another (nodes are in
+    # dependency order, so a run only waits on earlier ones): Tune keeps every trial of a
+    # run in the driver's memory, so that memory stays bounded on grids of any size.
+    chunks = [nodes[i : i + TUNE_RUN_NODES] for i in range(0, len(nodes), TUNE_RUN_NODES)]
+    for index, chunk in enumerate(chunks):
+        experiment = f"{grid.name}-{run_id[:8]}" + (f"-{index + 1}" if len(chunks) > 1 else "")
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=_DagSearcher(_Dependencies(chunk, release)),
+                num_samples=len(chunk),
+                # A worker process imports torch and timm once (≈8 s on a slow 2-core
+                # machine) and then runs node after node; every node seeds and configures
+                # torch itself.
+                reuse_actors=True,
+                # <results>/_ray/<experiment>/<Tune trial id>: found by _report_checkpoint
+                trial_dirname_creator=lambda trial: trial.trial_id,
+            ),
+            param_space={
+                "results": str(results),
+                "data_root": str(data_root),
+                "run_id": run_id,
+                "experiment": experiment,
+            },
+            run_config=tune.RunConfig(
+                name=experiment,
+                storage_path=str(results / "_ray"),
+                failure_config=tune.FailureConfig(max_failures=max_failures),
+                verbose=0,
+                callbacks=[_Progress(), *callbacks(trackers, results, grid.name)],
+            ),
+        )
+        tuner.fit()
+        del tuner
+    _prune_tune_checkpoints(results / "_ray", results)
 
 
 def _gave_up(node: TrialSpec, trial: Any, results: Path) -> None:
@@ -566,13 +595,15 @@ def _gave_up(node: TrialSpec, trial: Any, results: Path) -> None:
     write_trial(results, record, None)
 
 
-def _prune_tune_checkpoints(experiment: Path, results: Path) -> None:
-    """Tune keeps each node's last checkpoint for retries; a node that finished needs it no
-    more (a trial's own checkpoint goes when its record is written, the same reason)."""
+def _prune_tune_checkpoints(tune_dir: Path, results: Path) -> None:
+    """Tune's checkpoint copies of finished nodes that the callbacks could not remove (a
+    run killed before its trials ended), in every Tune run under ``tune_dir``."""
     import json
 
     store = ArtifactStore(results)
-    for params in experiment.glob("*/params.json"):
+    for params in tune_dir.glob("*/*/params.json"):
+        if not any(params.parent.glob("checkpoint_*")):
+            continue
         try:
             entry = json.loads(params.read_text())["spec"]
         except (OSError, ValueError, KeyError):

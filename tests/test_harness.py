@@ -610,3 +610,28 @@ def test_quarter_gpu_trials_share_one_gpu_under_ray(tmp_path, data_root, tiny_gr
     assert summary.ran == 4 and not summary.failed
     for record in summary.records:
         assert record["device"].startswith("cuda:") and record["peak_memory_mb"] > 0
+
+
+@pytest.mark.slow
+def test_a_grid_larger_than_one_tune_run_runs_as_several(
+    tmp_path, data_root, tiny_grid, monkeypatch
+):
+    """Tune runs hold at most TUNE_RUN_NODES nodes; a node whose start artifact an earlier
+    run made starts from it."""
+    from bench import runner
+
+    monkeypatch.setattr(runner, "TUNE_RUN_NODES", 1)
+    grid = load_grid(
+        tiny_grid(
+            methods=["source-only", "ddc"], warm_start="source-only", train={"adapt_steps": 2}
+        )
+    )
+    results = tmp_path / "results"
+    summary = run_grid(
+        grid, results, executor="ray", data_root=data_root, progress=False, log=quiet
+    )
+    assert summary.ran == 2 and not summary.failed
+    ddc = next(r for r in summary.records if r["method"] == "ddc")
+    assert ddc["artifacts"][0]["computed"] is True and ddc["artifacts"][0]["loaded_tensors"] > 0
+    runs = sorted(p.name for p in (results / "_ray").iterdir())
+    assert len(runs) == 2 and runs[0].endswith("-1") and runs[1].endswith("-2")

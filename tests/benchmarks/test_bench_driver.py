@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from bench.grid import load_grid
-from bench.runner import run_grid
+from bench.runner import TUNE_RUN_NODES, run_grid
 
 TRIALS = int(os.environ.get("DABENCH_BENCH_TRIALS", "20"))
 
@@ -95,13 +95,18 @@ def test_driver_cost_per_trial_stays_flat(benchmark, tmp_path):
 
     first = (cpu_at(quarter) - cpu_at(1)) / max(1, quarter - 1)
     last = (cpu_at(n) - cpu_at(n - quarter)) / quarter
-    rss = [r for *_, r in samples]
+
+    def rss_at(count: int) -> float:  # driver RSS in MiB when `count` records existed
+        return next(rss for done, _, rss in samples if done >= count) / 2**20
+
+    peak = max(rss for *_, rss in samples) / 2**20
     own = sum(r["timings"]["total_seconds"] for r in summary.records)
     text = (
         f"{n} trials in {figures['wall']:.0f} s wall (trials' own time {own:.0f} s); driver "
         f"CPU per trial {first * 1e3:.0f} ms in the first quarter, {last * 1e3:.0f} ms in "
-        f"the last; driver RSS {rss[0] / 2**20:.0f} → {max(rss) / 2**20:.0f} MiB (peak), "
-        f"{rss[-1] / 2**20:.0f} MiB at the end"
+        f"the last; driver RSS {rss_at(quarter):.0f} MiB at a quarter, {rss_at(n):.0f} MiB "
+        f"at the end ({(rss_at(n) - rss_at(quarter)) * 1024 / (n - quarter):.0f} kiB per "
+        f"trial), peak {peak:.0f} MiB; Tune runs of {TUNE_RUN_NODES} nodes"
     )
     print("\n" + text)
     benchmark.extra_info["summary"] = text
