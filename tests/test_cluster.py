@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from ray_cluster import DABENCH, RAY, RayCluster, ray_cluster
 
 from bench.grid import load_grid
 from bench.paths import REPO_ROOT
 from bench.store import ATTEMPTS, CHECKPOINT, is_complete, read_record, trial_dir, validate_record
-from tests.ray_cluster import DABENCH, RAY, RayCluster, ray_cluster
 
 pytestmark = pytest.mark.slow
 
