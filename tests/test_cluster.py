@@ -33,7 +33,7 @@ def grid_file(directory: Path, name: str, **changes) -> Path:
         "pairs": [HANDS],
         "seeds": [0, 1],
         "data": {"n_train": 96, "n_test": 40, "size": 32},
-        "model": {"backbone": "resnet18"},
+        "model": {"backbone": "regnetx_002", "feature_stride": 16},  # small checkpoints
         "train": {
             "steps": 4,
             "batch_size": 8,
