@@ -22,7 +22,7 @@ from bench.errors import DabenchError
 from bench.grid import Grid, StageRunSpec, TrialSpec
 from bench.paths import shard_root
 from bench.progress import GridProgress
-from bench.store import ATTEMPTS, CHECKPOINT, is_complete, read_record, trial_dir, write_trial
+from bench.store import CHECKPOINT, attempts, is_complete, read_record, trial_dir, write_trial
 from bench.trackers import callbacks, check_trackers
 
 EXECUTORS = ("ray", "local")
@@ -589,9 +589,7 @@ def _gave_up(node: TrialSpec, trial: Any, results: Path) -> None:
         f"{type(error).__name__}: {error}".splitlines()[0] if error else "no error given"
     )
     record = failed_record(node, results, DabenchError(message))
-    attempts = trial_dir(results, node.trial_id) / ATTEMPTS
-    if attempts.exists():
-        record["attempt"] = max(1, int(attempts.read_text() or 1))
+    record["attempt"] = max(1, attempts(trial_dir(results, node.trial_id)))
     write_trial(results, record, None)
 
 

@@ -28,6 +28,16 @@ CHECKPOINT = "checkpoint.pt"
 # In a trial's directory: held by the process that runs the trial (bench.atomic.file_lock).
 LOCK = ".lock"
 ATTEMPTS = "attempts"  # in a trial's directory: how many times it was started
+
+
+def attempts(directory: Path) -> int:
+    """How many times the trial in ``directory`` was started (0: never, or unreadable)."""
+    try:
+        return int((Path(directory) / ATTEMPTS).read_text())
+    except (OSError, ValueError):
+        return 0
+
+
 STATUSES = ("ok", "failed", "diverged")
 FINISHED = ("ok", "diverged")
 

@@ -36,6 +36,7 @@ from bench.store import (
     ATTEMPTS,
     LOCK,
     RECORD_SCHEMA_ID,
+    attempts,
     is_complete,
     read_record,
     trial_dir,
@@ -374,13 +375,9 @@ def _run_trial(
 def _count_attempt(workdir: Path) -> int:
     """Count one more start of the trial in its directory (a start that is killed without
     a trace still counts) and return the count."""
-    path = workdir / ATTEMPTS
-    try:
-        count = int(path.read_text()) + 1
-    except (OSError, ValueError):
-        count = 1
+    count = attempts(workdir) + 1
     workdir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
+    with atomic_path(workdir / ATTEMPTS) as tmp:
         tmp.write_text(str(count))
     return count
 

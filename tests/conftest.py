@@ -63,22 +63,22 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def write_grid(directory: Path, **changes: Any) -> Path:
+    """:data:`TINY_GRID` with ``changes`` as ``<directory>/<name>.yaml``; a mapping section
+    (data, model, train) given in ``changes`` updates the tiny one instead of replacing it."""
+    grid = dict(TINY_GRID)
+    for key, value in changes.items():
+        base = grid.get(key)
+        grid[key] = {**base, **value} if isinstance(base, dict) else value
+    path = directory / f"{grid['name']}.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
 @pytest.fixture
 def tiny_grid(tmp_path) -> Callable[..., Path]:
-    """``tiny_grid(**changes)``: write :data:`TINY_GRID` with ``changes`` to a YAML file in
-    the test's tmp_path and return its path; a mapping section (data, model, train) given
-    in ``changes`` updates the tiny one instead of replacing it."""
-
-    def write(**changes: Any) -> Path:
-        grid = dict(TINY_GRID)
-        for key, value in changes.items():
-            base = grid.get(key)
-            grid[key] = {**base, **value} if isinstance(base, dict) else value
-        path = tmp_path / f"{grid['name']}.yaml"
-        path.write_text(yaml.safe_dump(grid))
-        return path
-
-    return write
+    """``tiny_grid(**changes)``: :func:`write_grid` in the test's tmp_path."""
+    return lambda **changes: write_grid(tmp_path, **changes)
 
 
 class StepStub:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from conftest import write_grid
 from ray_cluster import DABENCH, RAY, RayCluster, ray_cluster
 
 from bench.grid import load_grid
@@ -23,32 +23,11 @@ from bench.store import ATTEMPTS, CHECKPOINT, is_complete, read_record, trial_di
 
 pytestmark = pytest.mark.slow
 
-HANDS = {"source": "synth-hand-clean", "target": "synth-hand-wild"}
-
 
 def grid_file(directory: Path, name: str, **changes) -> Path:
-    grid = {
-        "name": name,
-        "methods": ["source-only", "oracle"],
-        "pairs": [HANDS],
-        "seeds": [0, 1],
-        "data": {"n_train": 96, "n_test": 40, "size": 32},
-        "model": {"backbone": "regnetx_002", "feature_stride": 16},  # small checkpoints
-        "train": {
-            "steps": 4,
-            "batch_size": 8,
-            "eval_every": 2,
-            "warmup_steps": 1,
-            "eval_batch_size": 32,
-            "log_every": 2,
-        },
-    }
-    for key, value in changes.items():
-        base = grid.get(key)
-        grid[key] = {**base, **value} if isinstance(base, dict) else value
-    path = directory / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(grid))
-    return path
+    """The tiny grid over two seeds, with a small network (small checkpoints)."""
+    small = {"model": {"backbone": "regnetx_002", "feature_stride": 16}, "seeds": [0, 1]}
+    return write_grid(directory, name=name, **{**small, **changes})
 
 
 @pytest.fixture(scope="module")
