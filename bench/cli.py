@@ -64,7 +64,7 @@ def _calibrate(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     from bench.progress import duration, time_breakdown
-    from bench.report.markdown import write_report
+    from bench.report.build import write_report
     from bench.runner import run_grid
 
     start = time.perf_counter()
@@ -193,9 +193,21 @@ def _grid_clean(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from bench.report.markdown import write_report
+    from bench.report.build import write_report
 
-    print(write_report(args.results, args.selection))
+    out = write_report(
+        args.results,
+        out=args.out,
+        formats=_list(args.format),
+        rule=args.selection,
+        metrics=_list(args.metrics) if args.metrics else None,
+        papers=args.papers,
+    )
+    print(out)
+
+
+def _list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -313,12 +325,37 @@ def build_parser() -> argparse.ArgumentParser:
     gclean.add_argument("--failed", action="store_true", help="the failed trials")
     gclean.set_defaults(func=_grid_clean)
 
-    report = sub.add_parser("report", help="write DIR/report.md from a result store")
+    report = sub.add_parser(
+        "report", help="write a report folder (markdown, LaTeX, CSV, figures) from a result store"
+    )
     report.add_argument("results", type=Path, help="result store directory")
+    report.add_argument(
+        "--format", default="md,tex,csv", help="comma-separated: md, tex, csv (default: all)"
+    )
     report.add_argument(
         "--selection",
         default=None,
         help="model-selection rule: last, source-val or target-oracle (default: the grid's)",
+    )
+    report.add_argument(
+        "--metrics",
+        default=None,
+        help="comma-separated metric names (default: mpjpe,pa_mpjpe,pck2d_005)",
+    )
+    report.add_argument(
+        "--out", type=Path, default=None, help="report folder (default: RESULTS/report)"
+    )
+    papers = report.add_mutually_exclusive_group()
+    papers.add_argument(
+        "--papers",
+        dest="papers",
+        action="store_const",
+        const=True,
+        default=None,
+        help="require the papers' numbers beside ours (an error when no pair maps to a paper)",
+    )
+    papers.add_argument(
+        "--no-papers", dest="papers", action="store_const", const=False, help="leave them out"
     )
     report.set_defaults(func=_report)
     return parser

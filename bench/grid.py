@@ -43,7 +43,10 @@ _KEYS = (
     "resources",
     "selection",
     "warm_start",
+    "report",
 )
+# What a grid may ask of its report (bench.report); stored with the results by the runner.
+REPORT_KEYS = ("reference", "paper_pairs", "complementarity")
 _DATA_KEYS = ("n_train", "n_test", "size", "seed")
 _RESOURCE_KEYS = ("cpu", "gpu", "custom")
 # Root-relative depth range per joint set (mm mapped to [-0.5, 0.5]): hands span ~0.2 m,
@@ -169,6 +172,7 @@ class Grid:
     trials: tuple[TrialSpec, ...]
     selection: str
     stage_runs: tuple[StageRunSpec, ...] = ()
+    report: Mapping[str, Any] = field(default_factory=dict)
 
 
 def named_grids() -> list[str]:
@@ -512,4 +516,45 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
         trials=ordered,
         selection=selection,
         stage_runs=stage_runs,
+        report=_report_section(raw, [str(m) for m in methods], where),
     )
+
+
+def _report_section(raw: Mapping[str, Any], labels: list[str], where: str) -> dict[str, Any]:
+    """The grid's ``report:`` settings, checked against the grid's own method labels."""
+    section = _mapping(raw, "report", where)
+    unknown = sorted(set(section) - set(REPORT_KEYS))
+    if unknown:
+        raise DabenchError(
+            f"{where}: unknown report key(s) {unknown}; valid keys: {list(REPORT_KEYS)}"
+        )
+
+    def label(value: Any, at: str) -> str:
+        if value not in labels:
+            raise DabenchError(f"{where}: {at} {value!r} is not a method of the grid: {labels}")
+        return str(value)
+
+    if "reference" in section:
+        label(section["reference"], "report.reference")
+    pairs = section.get("paper_pairs", {})
+    if not isinstance(pairs, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in pairs.items()
+    ):
+        raise DabenchError(
+            f"{where}: report.paper_pairs maps 'source → target' to a paper's 'Source→Target'"
+        )
+    entries = section.get("complementarity", [])
+    keys = ("baseline", "a", "b", "both")
+    if not isinstance(entries, list):
+        raise DabenchError(
+            f"{where}: report.complementarity is a list of {{name, {', '.join(keys)}}}"
+        )
+    for i, entry in enumerate(entries):
+        at = f"report.complementarity[{i}]"
+        if not isinstance(entry, Mapping) or set(entry) - {"name", *keys} or set(keys) - set(entry):
+            raise DabenchError(f"{where}: {at} needs name (optional), {', '.join(keys)}")
+        for k in keys:
+            label(entry[k], f"{at}.{k}")
+        if len({entry[k] for k in keys}) < len(keys):
+            raise DabenchError(f"{where}: {at} names one method twice: {dict(entry)}")
+    return dict(section)

@@ -6,6 +6,7 @@ resources, crashes retried) or in-process."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 from bench import reaper
 from bench.artifacts import ArtifactStore
+from bench.atomic import atomic_path
 from bench.errors import DabenchError
 from bench.grid import Grid, StageRunSpec, TrialSpec
 from bench.paths import shard_root
@@ -170,6 +172,8 @@ def run_grid(
         computed = sum(
             store.exists(s.key) and store.meta(s.key).get("run_id") == run_id for s in stage_runs
         )
+    if results.exists():
+        write_grid_report(results, grid)
     records = []
     for spec in grid.trials:
         path = trial_dir(results, spec.trial_id) / "record.json"
@@ -187,6 +191,19 @@ def run_grid(
         timings=timings,
         ran_ids=tuple(t.trial_id for t in trials),
     )
+
+
+def write_grid_report(results: Path, grid: Grid) -> None:
+    """The grid's ``report:`` settings into the store, so that a report of the store is a
+    function of the store alone (bench.report.frames reads them)."""
+    from bench.report.frames import GRID_REPORTS
+
+    path = results / GRID_REPORTS / f"{grid.name}.json"
+    path.parent.mkdir(exist_ok=True)
+    text = json.dumps(dict(grid.report), indent=1, sort_keys=True) + "\n"
+    if not path.exists() or path.read_text() != text:
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
 
 
 def _check_cluster(nodes: list[Node], results: Path, data_root: Path, resources: bool) -> None:

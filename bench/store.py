@@ -246,8 +246,13 @@ def load(results: Path | str) -> pd.DataFrame:
     """One row per trial: ids, method, pair, seed, status, and every overall metric of every
     split under the record's selection rule as ``<split>/<metric>`` columns, plus the same
     under each rule as ``<rule>:<split>/<metric>``."""
+    return frame(records(Path(results)))
+
+
+def frame(recs: list[Mapping[str, Any]]) -> pd.DataFrame:
+    """:func:`load` of records already read."""
     rows = []
-    for rec in records(Path(results)):
+    for rec in recs:
         start = (rec.get("artifacts") or [{}])[-1]  # what the trial's first stage loaded
         row = {
             "trial_id": rec["trial_id"],
@@ -273,6 +278,7 @@ def load(results: Path | str) -> pd.DataFrame:
             "steps": rec["spec"]["train"]["steps"],
             "head": rec["spec"].get("model", {}).get("head"),
             "device": rec["device"],
+            "metrics_version": rec["metrics_version"],
         }
         for split, block in rec["metrics"].items():
             for name, value in block["overall"].items():

@@ -119,6 +119,16 @@ def test_named_grids_ship_with_the_package():
             "different joint sets",
         ),
         ({"pairs": [{"source": "synth-hand-clean"}]}, "exactly 'source' and 'target'"),
+        ({"report": {"refrence": "oracle"}}, r"unknown report key\(s\) \['refrence'\]; valid"),
+        ({"report": {"reference": "ddc"}}, "report.reference 'ddc' is not a method of the grid"),
+        (
+            {"report": {"complementarity": [{"baseline": "oracle", "a": "source-only"}]}},
+            r"report.complementarity\[0\] needs name \(optional\), baseline, a, b, both",
+        ),
+        (
+            {"report": {"paper_pairs": {"synth-hand-clean → synth-hand-wild": 3}}},
+            "report.paper_pairs maps 'source → target' to a paper's",
+        ),
     ],
 )
 def test_grid_mistakes_are_named_before_anything_runs(tmp_path, change, message):
@@ -253,3 +263,16 @@ def test_artifact_keys_ignore_what_does_not_change_the_weights(tmp_path):
     ):
         grid = load_grid(write(tmp_path, {**base, **change}, "c.yaml"))
         assert grid.stage_runs[0].key != key, change
+
+
+def test_the_grid_report_section_is_written_into_the_store(tmp_path):
+    """A report is a function of the store: the runner copies the grid's report settings
+    there, where bench.report.frames reads them."""
+    from bench.report.frames import read_grid_reports
+    from bench.runner import write_grid_report
+
+    section = {"reference": "oracle", "paper_pairs": {"a → b": "A→B"}}
+    grid = load_grid(write(tmp_path, {**BASE, "report": section}))
+    assert grid.report == section
+    write_grid_report(tmp_path, grid)
+    assert read_grid_reports(tmp_path) == {"tiny": section}

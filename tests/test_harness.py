@@ -82,10 +82,10 @@ def test_tiny_grid_local_executor_resume_and_report(tmp_path, data_root, capsys,
     df = load(results)
     assert len(df) == 2 and set(df["category"]) == {"source-only", "oracle"}
     assert "last:target_test/mpjpe" in df and "target-oracle:target_test/mpjpe" in df
-    assert main(["report", str(results)]) == 0
-    text = (results / "report.md").read_text()
+    assert main(["report", str(results), "--format", "md"]) == 0
+    text = (results / "report" / "report.md").read_text()
     assert "Source only" in text and "Oracle" in text and "hand-clean → hand-wild" in text
-    assert "Model selection: **last**" in text and "**" in text.split("|", 1)[1]
+    assert "Model selection: last" in text and "**" in text.split("|", 1)[1]
     methods = text.split("## Methods", 1)[1].split("## Trials")[0]
     assert "| Source only" in methods and "| faithful" in methods
     assert "- faithful: the method as published" in methods and "- adapted:" not in methods
@@ -275,8 +275,8 @@ def test_warm_started_trials_start_from_the_source_only_artifact(tmp_path, data_
         }
         assert [e["step"] for e in by[name]["curves"]["evaluations"]] == [2]
     assert by["source-only"]["artifacts"] == []
-    assert main(["report", str(results)]) == 0
-    methods = (results / "report.md").read_text().split("## Methods", 1)[1]
+    assert main(["report", str(results), "--format", "md"]) == 0
+    methods = (results / "report" / "report.md").read_text().split("## Methods", 1)[1]
     assert (
         "| source-only network with a 2.5d head of the same pair and seed "
         f"({loaded['ddc']} tensors loaded, 0 fresh)" in methods
@@ -379,8 +379,7 @@ def test_report_names_the_head_each_adapted_row_started_with():
     with that head; the caption and the Methods table say so."""
     import pandas as pd
 
-    from bench.report.markdown import caption
-    from bench.report.tables import methods_table
+    from bench.report.tables import caption, methods_table
 
     rows = [
         ("source-only", "source-only", None, 1400, "2.5d", None, None),

@@ -46,7 +46,7 @@ def test_builtin_methods_are_registered_and_carded():
 def test_declarations_import_without_torch():
     code = (
         "import sys; from bench.methods.spec import method_names; method_names(); "
-        "import bench.grid, bench.report.markdown, bench.selection, bench.config; "
+        "import bench.grid, bench.report.build, bench.selection, bench.config; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

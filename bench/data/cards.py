@@ -14,7 +14,16 @@ from bench.yaml_files import read_card
 
 KINDS = ("synthetic", "real", "images")
 _REQUIRED = ("name", "kind", "description", "joint_set", "root_joint", "splits", "licence")
-_OPTIONAL = ("units", "synthetic", "converter", "raw_layout", "provides", "notes", "reference")
+_OPTIONAL = (
+    "units",
+    "synthetic",
+    "converter",
+    "raw_layout",
+    "provides",
+    "notes",
+    "reference",
+    "paper_name",  # how the seed papers' tables name the dataset (reports print their numbers)
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,11 @@ def _parse(path: Path) -> DatasetCard:
             )
     if raw["kind"] == "synthetic" and not isinstance(raw.get("synthetic"), dict):
         raise DabenchError(f"dataset card {path}: a synthetic card needs a 'synthetic' section")
+    if raw["kind"] == "synthetic" and raw.get("paper_name"):
+        raise DabenchError(
+            f"dataset card {path}: a synthetic dataset cannot carry a paper_name (no paper "
+            "measured on it; reports would print a published number beside it)"
+        )
     extra = {k: raw[k] for k in _OPTIONAL if k in raw and k not in ("units", "synthetic")}
     return DatasetCard(
         name=raw["name"],

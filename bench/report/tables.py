@@ -1,40 +1,51 @@
-"""The main results table: rows = methods grouped Source only / Domain adaptation /
-Oracle, columns = pair × metric, mean ± std over seeds, best per column in bold."""
+"""Every report table, built from a :class:`~bench.report.frames.Store` into the table model:
+the main table, the selection gap, per-joint-group tables, the papers' numbers beside ours,
+ablation and complementarity tables. Cells summarise seeds as mean ± 95% CI (Student t)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-GROUPS = {
+from bench.errors import DabenchError
+from bench.metrics import METRICS_VERSION
+from bench.report.frames import GROUP_TITLES, Store, group_key
+from bench.report.model import Cell, Column, Row, Table
+from bench.report.protocols import (
+    PAPER_METRICS,
+    PUBLISHED_SELECTION,
+    Reported,
+    metric_info,
+    paper_pair,
+    reported_numbers,
+)
+from bench.report.stats import mean_ci
+from bench.selection import RULES
+
+SECTIONS = {
     "source-only": "Source only",
     "domain-adaptation": "Domain adaptation",
     "domain-generalisation": "Domain generalisation",
     "oracle": "Oracle",
 }
+SPLITS = {
+    "target_test": "Target test split",
+    "source_val": "Held-out source training data (source-val split)",
+    "source_test": "Source test split",
+}
+CI_TEXT = "± is the 95% confidence interval of the mean over seeds (Student t; shown when n > 1)"
+# Ablation cells: better or worse than the full method at the printed precision.
+BETTER, WORSE = "*", "†"
 
 
-@dataclass(frozen=True)
-class MetricColumn:
-    key: str  # overall metric name in the records
-    title: str
-    lower_is_better: bool
-    decimals: int = 1
-
-
-MAIN_METRICS = (
-    MetricColumn("mpjpe", "MPJPE (mm) ↓", True),
-    MetricColumn("pa_mpjpe", "PA-MPJPE (mm) ↓", True),
-    MetricColumn("pck2d_005", "PCK@0.05 (%) ↑", False),
-)
-
-
+@functools.lru_cache(maxsize=256)
 def _card(label: str):
-    """The method card of ``method`` or ``method/variant`` (None if there is none)."""
-    from bench.errors import DabenchError
+    """Cached: a report asks for a card's title once per row of every table, and parsing
+    the YAML card each time cost seconds on large stores."""
     from bench.methods.cards import load_method_card
     from bench.methods.spec import split_label
 
@@ -54,24 +65,24 @@ def method_title(label: str) -> str:
 
 
 def method_fidelity(label: str) -> str:
-    """The fidelity level of ``method`` or ``method/variant`` ("unknown" without a card)."""
     card = _card(label)
     return "unknown" if card is None else card.fidelity
 
 
-def methods_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per method of the table: its title and how faithful it is to its paper."""
-    labels = sorted(
-        set(df["label"]),
-        key=lambda lb: (list(GROUPS).index(df.loc[df["label"] == lb, "category"].iloc[0]), lb),
-    )
-    return pd.DataFrame(
-        {
-            "Method": [method_title(lb) for lb in labels],
-            "Fidelity": [method_fidelity(lb) for lb in labels],
-            "Starts from": [start_text(df[df["label"] == lb]) for lb in labels],
-        }
-    )
+def _ordered_labels(trials: pd.DataFrame) -> list[str]:
+    first = trials.drop_duplicates("label").set_index("label")["category"]
+    return sorted(first.index, key=lambda lb: (list(SECTIONS).index(first[lb]), lb))
+
+
+def method_rows(trials: pd.DataFrame, oracle: bool = True) -> list[Row]:
+    """One row per method label, grouped Source only / DA / DG / Oracle; oracle rows never
+    compete for best-in-column."""
+    first = trials.drop_duplicates("label").set_index("label")["category"]
+    return [
+        Row(lb, method_title(lb), SECTIONS[first[lb]], competes=first[lb] != "oracle")
+        for lb in _ordered_labels(trials)
+        if oracle or first[lb] != "oracle"
+    ]
 
 
 def start_text(rows: pd.DataFrame) -> str:
@@ -94,95 +105,443 @@ def start_text(rows: pd.DataFrame) -> str:
     )
 
 
-def short_pair(source: str, target: str) -> str:
-    """``synth-hand-clean → synth-hand-wild`` reads better as ``hand-clean → hand-wild``."""
-    strip = "synth-" if source.startswith("synth-") and target.startswith("synth-") else ""
-    return f"{source.removeprefix(strip)} → {target.removeprefix(strip)}"
+def methods_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per method: its title, how faithful it is to its paper, what it starts from."""
+    labels = _ordered_labels(trials)
+    return pd.DataFrame(
+        {
+            "Method": [method_title(lb) for lb in labels],
+            "Fidelity": [method_fidelity(lb) for lb in labels],
+            "Starts from": [start_text(trials[trials["label"] == lb]) for lb in labels],
+        }
+    )
 
 
-def summarise(
-    df: pd.DataFrame,
-    rule: str,
-    split: str = "target_test",
-    metrics: Sequence[MetricColumn] = MAIN_METRICS,
-) -> pd.DataFrame:
-    """Mean, std and count over seeds for every (method row, pair, metric); failed trials
-    are left out of the statistics and counted separately."""
-    rows = []
-    for (category, label, source, target), sub in df.groupby(
-        ["category", "label", "source", "target"], sort=False
-    ):
-        ok = sub[sub["status"] != "failed"]
+def warm_start_text(trials: pd.DataFrame) -> str:
+    if "warm_start" not in trials or trials["warm_start"].isna().all():
+        return ""
+    warm = trials["warm_start"].notna()
+    adapt = sorted(set(trials.loc[warm, "steps"]))
+    base = sorted(set(trials.loc[~warm, "steps"]))
+    starts = ", ".join(sorted(set(trials["warm_start"].dropna())))
+    heads = sorted({str(h) for h in trials.loc[warm, "head"].dropna()})
+    own = (
+        f"; each trained with the row's own head, {' or '.join(heads)}: see Methods"
+        if len(heads) > 1
+        else ""
+    )
+    return (
+        f"Domain-adaptation rows start from the pair's {starts} weights (same seed{own}) and "
+        f"adapt for {', '.join(map(str, adapt))} steps; the other rows train "
+        f"{', '.join(map(str, base))} steps from scratch. "
+    )
+
+
+def seeds_text(trials: pd.DataFrame) -> str:
+    seeds = trials.groupby(["label", "source", "target"])["seed"].nunique()
+    lo, hi = int(seeds.min()), int(seeds.max())
+    return f"{lo if lo == hi else f'{lo}–{hi}'} seed(s) per cell"
+
+
+def caption(trials: pd.DataFrame, rule: str, split: str = "target_test") -> str:
+    """The main table's caption: split, starts, selection rule, seeds, what ± means, metric
+    suite. Every table's caption names the selection rule."""
+    return (
+        f"{SPLITS.get(split, split)}. {warm_start_text(trials)}Model selection: {rule} — "
+        f"{RULES[rule].description}. {seeds_text(trials)}; {CI_TEXT}. Bold: best per column, "
+        f"oracle rows excluded. Metric suite v{METRICS_VERSION}."
+    )
+
+
+def _values(sub: pd.DataFrame, column: str) -> np.ndarray:
+    if column not in sub:
+        return np.array([])
+    values = sub[column].astype(float).to_numpy()
+    return values[np.isfinite(values)]
+
+
+def summary_cell(values: np.ndarray, failed: int, protocol: str, signed: bool = False) -> Cell:
+    """Mean ± 95% CI half-width over the finite values."""
+    if not len(values):
+        return Cell(failed=failed, protocol=protocol, signed=signed)
+    ci = mean_ci(values)
+    return Cell(
+        value=float(ci.mean),
+        spread=float(ci.half_width) if ci.n > 1 else None,
+        n=ci.n,
+        failed=failed,
+        signed=signed,
+        protocol=protocol,
+    )
+
+
+def _pairs(trials: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(source, target, display) for every pair, in a stable order."""
+    firsts = trials.drop_duplicates(["source", "target"])
+    return sorted(zip(firsts["source"], firsts["target"], firsts["pair"], strict=True))
+
+
+def _metric_columns(trials: pd.DataFrame, metrics: Sequence[str]) -> list[Column]:
+    cols = []
+    for source, target, pair in _pairs(trials):
         for m in metrics:
-            col = f"{rule}:{split}/{m.key}"
-            values = ok[col].astype(float).to_numpy() if col in ok else np.array([])
-            values = values[np.isfinite(values)]
-            rows.append(
-                {
-                    "category": category,
-                    "label": label,
-                    "pair": short_pair(source, target),
-                    "metric": m.key,
-                    "mean": values.mean() if len(values) else np.nan,
-                    "std": values.std(ddof=1) if len(values) > 1 else np.nan,
-                    "n": len(values),
-                    "failed": int((sub["status"] == "failed").sum()),
-                }
+            info = metric_info(m)
+            cols.append(
+                Column(
+                    f"{source}|{target}|{m}",
+                    pair,
+                    info.title,
+                    info.decimals,
+                    info.lower_is_better,
+                    info.protocol,
+                )
             )
-    return pd.DataFrame(rows)
+    return cols
 
 
-def _best(stats: pd.DataFrame, metrics: Sequence[MetricColumn]) -> set[tuple[str, str, str]]:
-    """(label, pair, metric) cells that are best in their column at the printed precision,
-    oracle rows excluded from the competition; ties are all bold."""
-    best = set()
-    for (pair, metric), sub in stats.groupby(["pair", "metric"], sort=False):
-        m = next(c for c in metrics if c.key == metric)
-        comp = sub[(sub["category"] != "oracle") & np.isfinite(sub["mean"])]
-        if comp.empty:
+def _cells(
+    table: Table,
+    trials: pd.DataFrame,
+    value_of: Any,
+    signed: bool = False,
+) -> None:
+    """Fill every (row, column) of a pair × metric table with ``value_of(sub, metric)`` →
+    per-trial values of the row's finished trials of that pair."""
+    for (label, source, target), sub in trials.groupby(["label", "source", "target"]):
+        if label not in {r.key for r in table.rows}:
             continue
-        rounded = comp["mean"].round(m.decimals)
-        target = rounded.min() if m.lower_is_better else rounded.max()
-        for label in comp.loc[rounded == target, "label"]:
-            best.add((label, pair, metric))
-    return best
+        failed = int((sub["status"] == "failed").sum())
+        done = sub[sub["status"] != "failed"]
+        for col in table.columns:
+            s, t, metric = col.key.split("|")
+            if (s, t) != (source, target):
+                continue
+            values = value_of(done, metric)
+            table.put(label, col.key, summary_cell(values, failed, col.protocol, signed))
+
+
+def protocol_notes(metrics: Sequence[str]) -> list[str]:
+    return [metric_info(m).protocol + "." for m in metrics]
 
 
 def main_table(
-    df: pd.DataFrame, rule: str, metrics: Sequence[MetricColumn] = MAIN_METRICS
-) -> pd.DataFrame:
-    """The table as strings, ready for markdown/LaTeX: a ``Setting`` and ``Method`` column,
-    then one column per (pair, metric)."""
-    stats = summarise(df, rule, metrics=metrics)
-    best = _best(stats, metrics)
-    pairs = sorted(set(stats["pair"]))
-    order = [c for c in GROUPS if c in set(stats["category"])]
-    lines = []
-    for category in order:
-        labels = sorted(set(stats.loc[stats["category"] == category, "label"]))
-        for i, label in enumerate(labels):
-            row = {"Setting": GROUPS[category] if i == 0 else "", "Method": method_title(label)}
-            for pair in pairs:
-                for m in metrics:
-                    cell = stats[
-                        (stats["label"] == label)
-                        & (stats["pair"] == pair)
-                        & (stats["metric"] == m.key)
-                    ]
-                    row[f"{pair}<br>{m.title}"] = _cell(cell, m, (label, pair, m.key) in best)
-            lines.append(row)
-    return pd.DataFrame(lines)
+    store: Store, rule: str, metrics: Sequence[str], split: str = "target_test"
+) -> Table:
+    trials = store.trials
+    table = Table(
+        "main",
+        caption(trials, rule, split),
+        _metric_columns(trials, metrics),
+        method_rows(trials),
+        notes=protocol_notes(metrics),
+    )
+    _cells(table, trials, lambda sub, m: _values(sub, f"{rule}:{split}/{m}"))
+    table.mark_best()
+    return table
 
 
-def _cell(cell: pd.DataFrame, m: MetricColumn, bold: bool) -> str:
-    if cell.empty:
-        return "–"
-    c = cell.iloc[0]
-    if c["n"] == 0:
-        return "failed" if c["failed"] else "–"
-    text = f"{c['mean']:.{m.decimals}f}"
-    if c["n"] > 1:
-        text += f" ± {c['std']:.{m.decimals}f}"
-    if c["failed"]:
-        text += f" ({c['failed']} failed)"
-    return f"**{text}**" if bold else text
+def gap_table(store: Store, rule: str, metrics: Sequence[str]) -> Table | None:
+    """The same cell selected on the target test set (``target-oracle``) minus selected by
+    ``rule``: how much a published, oracle-selected number flatters a method. None when the
+    rule is the oracle itself."""
+    if rule == "target-oracle":
+        return None
+    trials = store.trials
+    table = Table(
+        "selection-gap",
+        f"Selection gap on the target test split: the value under target-oracle selection "
+        f"({RULES['target-oracle'].description}) minus the value under {rule} selection "
+        f"({RULES[rule].description}), per trial, averaged over seeds; {CI_TEXT}. Negative "
+        "for errors and positive for PCK/AUC: oracle selection looks better. Every published "
+        "pose-DA number we know of is oracle-selected.",
+        [
+            Column(c.key, c.group, c.title, c.decimals, None, c.protocol)
+            for c in _metric_columns(trials, metrics)
+        ],
+        method_rows(trials),
+    )
+
+    def gap(sub: pd.DataFrame, m: str) -> np.ndarray:
+        a = f"target-oracle:target_test/{m}"
+        b = f"{rule}:target_test/{m}"
+        if a not in sub or b not in sub:
+            return np.array([])
+        d = sub[a].astype(float).to_numpy() - sub[b].astype(float).to_numpy()
+        return d[np.isfinite(d)]
+
+    _cells(table, trials, gap, signed=True)
+    if all(c.missing or c.value == 0 for c in table.cells.values()):
+        table.notes.append(
+            "Every gap is zero: each trial was evaluated once (train.eval_every ≥ the budget), "
+            "so every rule picks the same checkpoint."
+        )
+    return table
+
+
+def group_tables(store: Store, metrics: Sequence[str], split: str = "target_test") -> list[Table]:
+    """Per-joint-group tables (the papers' MCP/PIP/DIP/tip and body-part columns), one per
+    metric, under each record's own selection rule (the only rule records keep groups for)."""
+    groups = store.groups[(store.groups["split"] == split) & (store.groups["status"] != "failed")]
+    if groups.empty:
+        return []
+    rules = sorted(set(groups["rule"]))
+    tables = []
+    for m in metrics:
+        sub = groups[groups["metric"] == m]
+        if sub.empty:
+            continue
+        info = metric_info(m)
+        cols = []
+        for source, target, pair in _pairs(store.trials):
+            names = sorted(set(sub.loc[sub["pair"] == pair, "group"]), key=group_key)
+            cols += [
+                Column(
+                    f"{source}|{target}|{g}",
+                    pair,
+                    GROUP_TITLES.get(g, g.capitalize()),
+                    info.decimals,
+                    info.lower_is_better,
+                    info.protocol,
+                )
+                for g in names
+            ]
+        table = Table(
+            f"groups-{m}",
+            f"{info.title.rsplit(' ', 1)[0]} per joint group, {SPLITS.get(split, split)}. Model "
+            f"selection: {', '.join(rules)} (the records' own rule). {seeds_text(store.trials)}; "
+            f"{CI_TEXT}. 'All' is the joint set's own 'all' group (for bodies in the MPII-16 "
+            "order: the 12 limb joints, as TLL's tables). Bold: best per column, oracle rows "
+            "excluded.",
+            cols,
+            method_rows(store.trials),
+            notes=[info.protocol + "."],
+        )
+        for (label, source, target, group), g in sub.groupby(
+            ["label", "source", "target", "group"]
+        ):
+            values = g["value"].to_numpy()
+            values = values[np.isfinite(values)]
+            key = f"{source}|{target}|{group}"
+            table.put(label, key, summary_cell(values, 0, info.protocol))
+        table.mark_best()
+        tables.append(table)
+    return tables
+
+
+def _grid_setting(store: Store, key: str) -> dict[str, Any]:
+    """A ``report:`` setting merged over the grids of the store (mappings) or listed."""
+    merged: dict[str, Any] = {}
+    for section in store.grid_reports.values():
+        value = section.get(key)
+        if isinstance(value, Mapping):
+            merged.update(value)
+    return merged
+
+
+def paper_table(store: Store, rule: str, metrics: Sequence[str], required: bool) -> Table | None:
+    """Ours beside the papers' numbers for every pair that is a paper's pair: per pair, our
+    columns (our protocols) and one published column per published protocol, each with its
+    protocol as a footnote. ``required``: no mappable pair is an error."""
+    trials = store.trials
+    grid_map = _grid_setting(store, "paper_pairs")
+    mapped = {
+        (s, t): p for s, t, _ in _pairs(trials) if (p := paper_pair(s, t, grid_map)) is not None
+    }
+    if not mapped:
+        if required:
+            pairs = ", ".join(d for _, _, d in _pairs(trials))
+            raise DabenchError(
+                f"paper numbers were asked for, but no pair of the store maps to a paper's pair "
+                f"({pairs}): a real dataset's card names its paper_name, a grid may map a pair "
+                "with report: {paper_pairs: {'source → target': 'Paper→Pair'}}; synthetic pairs "
+                "never map"
+            )
+        return None
+    labels = _ordered_labels(trials)
+    reported: list[Reported] = []
+    for lb in labels:
+        card = _card(lb)
+        if card is not None and "/" not in lb:
+            reported += reported_numbers(lb, card.reported, f"method card {card.name}")
+    cols: list[Column] = []
+    footnotes: dict[str, str] = {}
+    published: dict[tuple[str, str, str], str] = {}  # (source, target, protocol) → column key
+    for (source, target), ppair in sorted(mapped.items()):
+        display = trials.loc[
+            (trials["source"] == source) & (trials["target"] == target), "pair"
+        ].iloc[0]
+        group = f"{display} ({ppair})"
+        for m in metrics:
+            info = metric_info(m)
+            cols.append(
+                Column(
+                    f"{source}|{target}|{m}",
+                    group,
+                    f"ours: {info.title}",
+                    info.decimals,
+                    info.lower_is_better,
+                    info.protocol,
+                )
+            )
+        for r in reported:
+            if r.pair != ppair or (source, target, r.protocol) in published:
+                continue
+            mark = chr(ord("a") + len(footnotes))
+            footnotes[mark] = f"{r.protocol}; {PUBLISHED_SELECTION}"
+            key = f"{source}|{target}|paper:{r.metric}"
+            title, lower, _ = PAPER_METRICS[r.metric]
+            cols.append(Column(key, group, f"published: {title} ({mark})", 1, lower, r.protocol))
+            published[(source, target, r.protocol)] = key
+    table = Table(
+        "papers",
+        f"Our numbers beside the published ones, {SPLITS['target_test']}. Ours: model "
+        f"selection {rule} — {RULES[rule].description}; {seeds_text(trials)}; {CI_TEXT}. "
+        "Published: the method card's reported numbers for the same method and pair (where "
+        "a card lists several settings for one pair, the first is shown; see the card).",
+        cols,
+        method_rows(trials),
+        footnotes=footnotes,
+        notes=protocol_notes(metrics),
+    )
+    _cells(
+        table,
+        trials[[(s, t) in mapped for s, t in zip(trials["source"], trials["target"], strict=True)]],
+        lambda sub, m: _values(sub, f"{rule}:target_test/{m}") if ":" not in m else np.array([]),
+    )
+    for r in reported:
+        for (source, target), ppair in mapped.items():
+            key = published.get((source, target, r.protocol))
+            if r.pair == ppair and key and table.cell(r.label, key).missing:
+                table.put(r.label, key, Cell(value=r.value, n=1, protocol=r.protocol))
+    for (label, key), cell in list(table.cells.items()):
+        if ":" in key.split("|")[2] and cell.missing:
+            del table.cells[(label, key)]
+    return table
+
+
+def _delta_table(
+    name: str,
+    caption_text: str,
+    store: Store,
+    rule: str,
+    metrics: Sequence[str],
+    rows: list[Row],
+    reference: str,
+) -> Table:
+    """Rows' values, each non-reference row as its signed difference to ``reference`` with
+    a mark for better (*) or worse (†) at the printed precision."""
+    trials = store.trials[store.trials["label"].isin([r.key for r in rows])]
+    table = Table(
+        name,
+        caption_text,
+        [
+            Column(c.key, c.group, c.title, c.decimals, None, c.protocol)
+            for c in _metric_columns(trials, metrics)
+        ],
+        rows,
+        footnotes={
+            BETTER: f"better than {reference} at the printed precision",
+            WORSE: f"worse than {reference} at the printed precision",
+        },
+    )
+    _cells(table, trials, lambda sub, m: _values(sub, f"{rule}:target_test/{m}"))
+    for col in table.columns:
+        base = table.cell(reference, col.key)
+        lower = metric_info(col.key.split("|")[2]).lower_is_better
+        for row in rows:
+            cell = table.cell(row.key, col.key)
+            if row.key == reference or cell.missing or base.missing:
+                continue
+            delta = round(cell.value - base.value, col.decimals)
+            mark = () if delta == 0 else (BETTER,) if (delta < 0) == lower else (WORSE,)
+            table.cells[(row.key, col.key)] = Cell(
+                value=cell.value - base.value,
+                spread=None,
+                n=min(cell.n, base.n),
+                failed=cell.failed,
+                signed=True,
+                marks=mark,
+                protocol=col.protocol,
+            )
+    return table
+
+
+def ablation_tables(store: Store, rule: str, metrics: Sequence[str]) -> list[Table]:
+    """One table per ``ablation_groups`` entry of a card with at least two of its variants
+    in the store, laid out as the papers' ablation tables: the full method's values, every
+    other variant as its difference to them."""
+    labels = set(store.trials["label"])
+    tables = []
+    for method in sorted({lb.partition("/")[0] for lb in labels}):
+        card = _card(method)
+        if card is None:
+            continue
+        for group, members in (card.ablation_groups or {}).items():
+            present = [m for m in members if m in labels]
+            if len(present) < 2:
+                continue
+            full = method if method in present else present[0]
+            rows = [Row(m, method_title(m) + (" (full)" if m == full else "")) for m in present]
+            tables.append(
+                _delta_table(
+                    f"ablation-{method}-{group}",
+                    f"Ablation {group!r} of {card.title}, {SPLITS['target_test']}: the full "
+                    f"method ({full}) as measured, every other row as its difference to it "
+                    f"(sign: row minus full). Model selection: {rule} — "
+                    f"{RULES[rule].description}. {seeds_text(store.trials)}; mean over seeds.",
+                    store,
+                    rule,
+                    metrics,
+                    rows,
+                    full,
+                )
+            )
+    return tables
+
+
+COMPLEMENTARITY_KEYS = ("baseline", "a", "b", "both")
+
+
+def complementarity_tables(store: Store, rule: str, metrics: Sequence[str]) -> list[Table]:
+    """Baseline, +A, +B, +A+B — where a grid asks with ``report: {complementarity: [{name,
+    baseline, a, b, both}]}`` (method labels)."""
+    tables = []
+    labels = set(store.trials["label"])
+    for grid, section in sorted(store.grid_reports.items()):
+        for i, spec in enumerate(section.get("complementarity") or []):
+            where = f"grid {grid}: report.complementarity[{i}]"
+            if not isinstance(spec, Mapping) or set(spec) - {"name", *COMPLEMENTARITY_KEYS}:
+                raise DabenchError(
+                    f"{where} must map {', '.join(COMPLEMENTARITY_KEYS)} (and a name) to "
+                    f"method labels, got {spec!r}"
+                )
+            missing = [k for k in COMPLEMENTARITY_KEYS if spec.get(k) not in labels]
+            if missing:
+                raise DabenchError(
+                    f"{where}: {', '.join(f'{k}={spec.get(k)!r}' for k in missing)} not in the "
+                    f"store; labels present: {', '.join(sorted(labels))}"
+                )
+            b = spec["baseline"]
+            names = {
+                "baseline": method_title(b),
+                "a": f"+ A: {method_title(spec['a'])}",
+                "b": f"+ B: {method_title(spec['b'])}",
+                "both": f"+ A + B: {method_title(spec['both'])}",
+            }
+            rows = [Row(spec[k], names[k]) for k in COMPLEMENTARITY_KEYS]
+            name = str(spec.get("name") or f"{grid}-{i}")
+            tables.append(
+                _delta_table(
+                    f"complementarity-{name}",
+                    f"Complementarity {name!r}: does A add to B? The baseline as measured, "
+                    "every other row as its difference to it (row minus baseline), "
+                    f"{SPLITS['target_test']}. Model selection: {rule} — "
+                    f"{RULES[rule].description}. {seeds_text(store.trials)}; mean over seeds.",
+                    store,
+                    rule,
+                    metrics,
+                    rows,
+                    b,
+                )
+            )
+    return tables
