@@ -64,10 +64,17 @@ def _calibrate(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     from bench.progress import duration, time_breakdown
-    from bench.report.build import write_report
+    from bench.report.build import FORMATS, write_report
     from bench.runner import run_grid
 
     start = time.perf_counter()
+    formats = [] if args.report.strip() == "none" else _list(args.report)
+    bad = sorted(set(formats) - set(FORMATS))
+    if bad or (not formats and args.report.strip() != "none"):
+        # refused before hours of training, not after
+        raise DabenchError(
+            f"--report: unknown format(s) {bad}; valid: {', '.join(FORMATS)}, or none"
+        )
     grid, results = _grid_results(args)
     summary = run_grid(
         grid,
@@ -79,7 +86,7 @@ def _run(args: argparse.Namespace) -> None:
         check_resources=not args.no_resource_check,
         trackers=tuple(args.tracker),
     )
-    report = write_report(results)
+    report = write_report(results, formats=formats) if formats else "not written (--report none)"
     failed = len(summary.failed)
     wall = time.perf_counter() - start
     print(
@@ -295,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
         "RESULTS/_mlruns); may be given twice",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--report",
+        default="md,tex,csv",
+        help="formats of the report written after the run (RESULTS/report), or none",
+    )
     run.set_defaults(func=_run)
 
     cal = sub.add_parser(

@@ -178,7 +178,7 @@ def export_artifact(
         }
         with store.writing(key, meta) as tmp:
             torch.save(method.state_dict(), tmp / WEIGHTS)
-            method.export_artifact(stage, tmp)
+            method.export_artifact(stage, tmp, pair)
     return True
 
 

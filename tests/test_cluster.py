@@ -141,7 +141,7 @@ TRIAL_ACTOR = "ray::ImplicitFunc.train"  # the process of a running Tune functio
 def start_run(cluster: RayCluster, path: Path, results: Path, data: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [DABENCH, "run", str(path), "--address", cluster.address, "--results", str(results),
-         "--data", str(data), "--quiet"],
+         "--data", str(data), "--quiet", "--report", "none"],
         env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 

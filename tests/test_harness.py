@@ -207,6 +207,10 @@ def test_cli_grid_show_and_run_errors(tmp_path, capsys, tiny_grid):
     assert "invalid choice: 'dask'" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "no result store" in capsys.readouterr().err
+    # a misspelt report format is refused before the grid runs, not after
+    assert main(["run", str(path), "--report", "md,htm", "--results", str(tmp_path / "r")]) == 2
+    assert "unknown format(s) ['htm']; valid: md, tex, csv, or none" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 def test_a_retried_trial_resumes_from_its_last_checkpoint(

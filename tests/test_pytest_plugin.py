@@ -63,8 +63,9 @@ def results(tmp_path) -> Path:
 
 def session(pytester, results: Path, baseline: Path, *args: str, **check: Any):
     """Run a one-test session that checks ``results`` against ``baseline``."""
+    # a basename of its own: a full run has already imported tests/test_metrics.py
     pytester.makepyfile(
-        test_metrics=f"""
+        test_user_store_regression=f"""
 def test_metrics(dabench_regression):
     dabench_regression.check({str(results)!r}, {str(baseline)!r}, **{check!r})
 """

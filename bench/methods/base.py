@@ -20,6 +20,8 @@ from bench.models.pose_net import PoseNet, Prediction
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from bench.data.pairs import PairShards
+
 Batch = Mapping[str, Mapping[str, torch.Tensor]]
 
 
@@ -81,9 +83,11 @@ class Method(nn.Module):
         """Extra scalars to log with the losses (e.g. discriminator accuracy)."""
         return {}
 
-    def export_artifact(self, stage: str, directory: Path) -> None:
-        """Write data a stage produces besides the weights (e.g. predicted masks) into
-        ``directory``; the weights are stored by the harness."""
+    def export_artifact(self, stage: str, directory: Path, pair: PairShards) -> None:
+        """Write data a stage produces besides the weights into ``directory`` — e.g. a
+        segmenter's masks for every row of ``pair``'s target training shard, which a later
+        stage reads with :class:`bench.data.views.FromArtifact`; the weights are stored by
+        the harness."""
 
     # -- frozen modules -------------------------------------------------------------------------
     def freeze(self, module: nn.Module) -> None:

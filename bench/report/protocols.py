@@ -129,7 +129,8 @@ class Reported:
 
 
 def reported_numbers(label: str, raw: Any, where: str) -> list[Reported]:
-    """The ``reported`` list of a method card, checked."""
+    """The ``reported`` list of method card ``label``, checked; an entry with ``variant: V``
+    belongs to the row ``label/V``."""
     out = []
     for i, entry in enumerate(raw or []):
         if not isinstance(entry, Mapping) or not {"paper", "metric", "values"} <= set(entry):
@@ -139,10 +140,12 @@ def reported_numbers(label: str, raw: Any, where: str) -> list[Reported]:
                 f"{where}: reported[{i}] metric {entry['metric']!r} has no protocol; known: "
                 f"{', '.join(PAPER_METRICS)}"
             )
+        # an entry may belong to one of the card's variants (an ablation row of a table)
+        row = f"{label}/{entry['variant']}" if entry.get("variant") else label
         for pair, value in entry["values"].items():
             out.append(
                 Reported(
-                    label,
+                    row,
                     str(entry["paper"]),
                     str(entry.get("setting", "")),
                     str(entry["metric"]),

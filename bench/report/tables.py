@@ -359,10 +359,11 @@ def paper_table(store: Store, rule: str, metrics: Sequence[str], required: bool)
         return None
     labels = _ordered_labels(trials)
     reported: list[Reported] = []
-    for lb in labels:
-        card = _card(lb)
-        if card is not None and "/" not in lb:
-            reported += reported_numbers(lb, card.reported, f"method card {card.name}")
+    for method in sorted({lb.partition("/")[0] for lb in labels}):
+        card = _card(method)
+        if card is not None:
+            numbers = reported_numbers(method, card.reported, f"method card {card.name}")
+            reported += [r for r in numbers if r.label in labels]
     cols: list[Column] = []
     footnotes: dict[str, str] = {}
     published: dict[tuple[str, str, str], str] = {}  # (source, target, protocol) → column key

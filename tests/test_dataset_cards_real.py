@@ -1,0 +1,123 @@
+"""The real-dataset cards (datasets/*.yaml, kind "real"): they load, their joints fit the
+joint sets, and the seed paper's pairs (Park et al.) can form grids."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.data.cards import DatasetCard, list_dataset_cards, load_dataset_card
+from bench.data.joints import JOINT_SETS, get_joint_set, get_mapping
+from bench.data.pairs import SPLITS
+from bench.data.schema import DATASET_SPECS, JOINT_DATASETS
+
+HANDS = ("freihand", "stb", "rhd", "pan", "gan")
+BODIES = ("h36m", "3dpw", "3dhp", "surreal")
+REAL = HANDS + BODIES
+
+# How Park et al.'s tables name each dataset, and the pairs of its Tables 1 and 2.
+PAPER_NAMES = {
+    "freihand": "FreiHAND",
+    "stb": "STB",
+    "rhd": "RHD",
+    "pan": "PAN",
+    "gan": "GAN",
+    "h36m": "H3.6M",
+    "3dpw": "3DPW",
+    "3dhp": "3DHP",
+    "surreal": "SURREAL",
+}
+PAPER_PAIRS = [("freihand", t) for t in ("stb", "rhd", "pan", "gan")] + [
+    ("h36m", t) for t in ("3dpw", "3dhp", "surreal")
+]
+
+# The raw joint orders each converter maps from (datasets.md §4); every card's joint set
+# must be reachable from them through a registered mapping.
+RAW_ORDERS = {
+    "freihand": ("hand21",),
+    "stb": ("stb21",),
+    "rhd": ("rhd21",),
+    "pan": ("hand21",),
+    "gan": ("hand21",),
+    "h36m": ("h36m32",),
+    "3dpw": ("smpl24",),
+    "3dhp": ("mpi_inf_3dhp28", "mpi_inf_3dhp17"),
+    "surreal": ("smpl24",),
+}
+
+
+@pytest.fixture(scope="module")
+def cards() -> dict[str, DatasetCard]:
+    return {name: load_dataset_card(name) for name in REAL}
+
+
+def _text(card: DatasetCard, key: str) -> str:
+    return " ".join(str(card.extra.get(key, "")).split())
+
+
+def test_every_real_card_in_the_directory_is_known():
+    real = {c.name for c in list_dataset_cards() if c.kind == "real"}
+    assert set(REAL) <= real
+    assert real <= set(REAL), f"new real card(s) {sorted(real - set(REAL))}: add them here"
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_card_loads_with_joint_set_root_and_units(cards, name):
+    card = cards[name]
+    assert card.kind == "real"
+    assert card.joint_set in JOINT_SETS
+    jset = get_joint_set(card.joint_set)
+    assert card.root_joint in jset.joints
+    # Pairs use the joint set's tree root for root-relative 3D, so the card must agree.
+    assert card.root_joint == jset.root_name
+    assert dict(card.units) == {"kp3d": "mm", "kp2d": "px"}
+    assert card.description
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_card_has_splits_licence_reference_and_converter(cards, name):
+    card = cards[name]
+    assert card.splits
+    assert len(set(card.splits)) == len(card.splits)
+    assert set(SPLITS) <= set(card.splits)  # every pair reads train and test shards
+    assert "http" in card.licence
+    assert "http" in _text(card, "reference")
+    assert "read the real terms at http" in card.licence.lower()
+    assert _text(card, "converter")
+    assert _text(card, "raw_layout")
+    assert _text(card, "notes")
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_provides_names_shard_fields(cards, name):
+    provides = cards[name].extra.get("provides")
+    assert isinstance(provides, list) and provides
+    assert set(provides) <= set(DATASET_SPECS), set(provides) - set(DATASET_SPECS)
+    assert {"images", *JOINT_DATASETS} <= set(provides)
+    assert ("cam_R" in provides) == ("cam_t" in provides)
+
+
+def test_paper_names_are_the_papers_and_unique(cards):
+    names = {n: cards[n].extra.get("paper_name") for n in REAL}
+    assert names == PAPER_NAMES
+    assert len(set(names.values())) == len(names)
+
+
+def test_hands_share_hand21_and_bodies_share_one_set(cards):
+    assert {cards[n].joint_set for n in HANDS} == {"hand21"}
+    body_sets = {cards[n].joint_set for n in BODIES}
+    assert len(body_sets) == 1
+    assert body_sets == {"h36m17"}
+    for source, target in PAPER_PAIRS:
+        assert cards[source].joint_set == cards[target].joint_set, (source, target)
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_raw_orders_map_onto_the_joint_set_and_notes_say_how(cards, name):
+    card = cards[name]
+    notes = _text(card, "notes").lower()
+    for raw in RAW_ORDERS[name]:
+        mapping = get_mapping(raw, card.joint_set)
+        if mapping.approximate:
+            assert "approximat" in notes, f"{name}: {raw} has approximate joints"
+        if mapping.missing:
+            assert "missing" in notes, f"{name}: {raw} lacks joints of {card.joint_set}"
