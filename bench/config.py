@@ -65,6 +65,9 @@ class ModelConfig:
     backbone: str = "resnet18"
     img_size: int = 64
     patch_size: int | None = None  # ViT only; default 16
+    # ViT only: the number of transformer blocks (None: the model's own, 12); fewer make a
+    # ViT affordable on CPU budgets and in tests
+    vit_depth: int | None = None
     output_stride: int = 32  # ResNet only: 32, 16 or 8 (dilated last stages)
     # CNNs: cut the backbone after its last stage at this stride (32 = whole; 16 drops the
     # last stage: fewer parameters, a finer map, a faster step)
@@ -98,6 +101,16 @@ class ModelConfig:
         if not isinstance(self.neck, int) or isinstance(self.neck, bool) or self.neck < 0:
             raise DabenchError(
                 f"ModelConfig.neck must be a non-negative integer (0 = no neck), got {self.neck!r}"
+            )
+        if self.vit_depth is not None and (
+            not self.backbone.startswith("vit_")
+            or not isinstance(self.vit_depth, int)
+            or isinstance(self.vit_depth, bool)
+            or self.vit_depth < 1
+        ):
+            raise DabenchError(
+                f"ModelConfig.vit_depth must be a positive integer and applies to ViT "
+                f"backbones only, got {self.vit_depth!r} for {self.backbone}"
             )
         if self.img_size % self.heatmap_stride:
             raise DabenchError(

@@ -282,7 +282,14 @@ def _model(ctx: _Context, r: ResolvedMethod, fixed_by: ResolvedMethod | None = N
         if card is not None:
             where = f"method card {card.name}: model"
             pair_model.update(dataclass_overrides(ModelConfig, card.model, where))
-    return dataclasses.asdict(ModelConfig(**pair_model))
+    model = dataclasses.asdict(ModelConfig(**pair_model))
+    allowed = r.spec.backbones
+    if allowed is not None and model["backbone"] not in allowed:
+        raise DabenchError(
+            f"method {r.card.name} needs one of the backbones {', '.join(allowed)}; the grid "
+            f"gives {model['backbone']} (set model.backbone)"
+        )
+    return model
 
 
 def _stage_key(

@@ -10,6 +10,7 @@ import math
 import os
 import random
 import resource
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -477,6 +478,7 @@ class Trainer:
             if state.status == "diverged":
                 break
             self.on_stage_end(stage)
+            self._export_for_later_stages(index + 1)
             restored = None
         bar.close()
         return TrainResult(
@@ -569,9 +571,35 @@ class Trainer:
         for stage in self.stages[: index + 1]:
             self.method.on_stage_start(stage, StageContext(self.artifacts, resuming=True))
 
+    def _export_for_later_stages(self, done: int) -> None:
+        """Data the first ``done`` stages produce that a later stage of this run reads
+        (``FromArtifact`` views), when no stored artifact provides it: exported by the
+        method into the work directory, as a grid's stage run would into the store. Done
+        once per stage; a resumed run exports what its crash left unexported, from the
+        restored weights."""
+        wanted = {
+            view.stage
+            for later in self.stages[done:]
+            for view in later.views.values()
+            if getattr(view, "stage", None)
+        }
+        for stage in self.stages[:done]:
+            if stage.name not in wanted or stage.name in self.artifacts:
+                continue
+            directory = self.workdir / "stage-artifacts" / stage.name
+            if not directory.is_dir():
+                tmp = directory.with_name(f".{stage.name}.tmp")
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                tmp.mkdir(parents=True)
+                self.method.export_artifact(stage.name, tmp, self.pair)
+                tmp.rename(directory)
+            self.artifacts[stage.name] = directory
+
     def _load_checkpoint(self, ckpt: dict[str, Any], stage: Stage) -> None:
         self.method.load_state_dict(ckpt["method"])
         self.method.to(self.device)
+        self._export_for_later_stages(self.stages.index(stage))
         self.update = self.updater(stage)
         self.update.load_state_dict(ckpt["optimizers"])
         self.scaler.load_state_dict(ckpt["scaler"])

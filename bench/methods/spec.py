@@ -198,6 +198,9 @@ class MethodSpec:
     # when a grid says ``warm_start: source-only``: its first stage then starts from that
     # artifact and its stages' shares divide ``train.adapt_steps``. A method opts in.
     warm_start: ClassVar[bool] = False
+    # The backbones the method can train (None: any). Checked when a grid is expanded, so
+    # a grid that gives a masked-image-modelling method a CNN is refused before any run.
+    backbones: ClassVar[tuple[str, ...] | None] = None
 
     @classmethod
     def stages(cls, hp: Any) -> list[Stage]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import timm
@@ -128,10 +128,12 @@ def create_backbone(
     weights: str | os.PathLike[str] | None = None,
     output_stride: int = 32,
     feature_stride: int = 32,
+    vit_depth: int | None = None,
 ) -> Backbone:
     """Build backbone ``name`` (one of BACKBONES) for square ``img_size`` inputs.
 
-    ``patch_size`` applies to ViTs only (default 16). ``output_stride`` (ResNets only: 32,
+    ``patch_size`` and ``vit_depth`` (blocks kept; None: all) apply to ViTs only (default
+    patch 16). ``output_stride`` (ResNets only: 32,
     16 or 8) dilates the last stages instead of striding them, as DeepLab does; at small
     crops (64 px → a 2×2 map at stride 32) it keeps spatial detail, at the cost of running
     the dilated stages at higher resolution. ``feature_stride`` (CNNs other than HRNet: 32,
@@ -157,12 +159,14 @@ def create_backbone(
             raise DabenchError(
                 f"{name}: img_size {img_size} is not a multiple of patch_size {patch}"
             )
+        depth = {} if vit_depth is None else {"depth": vit_depth}
         model = timm.create_model(
             _VIT_MODELS[name],
             pretrained=False,
             img_size=img_size,
             patch_size=patch,
             num_classes=0,
+            **depth,
         )
         backbone = Backbone(
             model,
@@ -286,24 +290,30 @@ def load_weights(backbone: Backbone, weights: str | os.PathLike[str]) -> None:
             state["pos_embed"], target["pos_embed"], backbone.model.num_prefix_tokens
         )
 
-    missing = [k for k in target if k not in state]
-    unexpected = [k for k in state if k not in target]
-    mismatched = [
-        f"{k} {list(state[k].shape)} vs {list(target[k].shape)}"
-        for k in target
-        if k in state and state[k].shape != target[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        parts = []
-        for label, keys in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("mismatched", mismatched),
-        ):
-            if keys:
-                parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
+    parts = fit_problems(state, target)
+    if parts:
         raise DabenchError(f"{path}: does not fit backbone {backbone.name}: {'; '.join(parts)}")
     backbone.model.load_state_dict(state, strict=True)
+
+
+def fit_problems(
+    given: Mapping[str, Tensor], target: Mapping[str, Tensor], unexpected: Sequence[str] = ()
+) -> list[str]:
+    """Why the state dict ``given`` does not load strictly into one shaped as ``target``:
+    "N missing (e.g. …)", "N unexpected (e.g. …)", "N mismatched (e.g. key [a] vs [b])";
+    [] if it does. ``unexpected`` adds keys the caller already set aside."""
+    missing = [k for k in target if k not in given]
+    extra = [*unexpected, *(k for k in given if k not in target)]
+    mismatched = [
+        f"{k} {list(given[k].shape)} vs {list(target[k].shape)}"
+        for k in target
+        if k in given and given[k].shape != target[k].shape
+    ]
+    return [
+        f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})"
+        for label, keys in (("missing", missing), ("unexpected", extra), ("mismatched", mismatched))
+        if keys
+    ]
 
 
 def _resample_pos_embed(saved: Tensor, wanted: Tensor, num_prefix: int) -> Tensor:

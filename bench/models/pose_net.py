@@ -79,6 +79,7 @@ class PoseNet(nn.Module):
             weights=config.weights,
             output_stride=config.output_stride,
             feature_stride=config.feature_stride,
+            vit_depth=config.vit_depth,
         )
         try:
             num_deconv = num_deconv_for(self.backbone.stride, config.heatmap_stride)

@@ -1,0 +1,131 @@
+"""MIM-FCR-AR wired into the harness: the grid refuses a CNN, variants share the
+segmenter's and the pre-training's artifacts, the attention regulariser starts at zero
+and trains only the encoder, FCR weights reach the reconstruction loss, the segmenter's
+masks cover the target shard, and a local MAE checkpoint loads (or is refused)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from conftest import write_grid
+
+from bench.errors import DabenchError
+from bench.grid import load_grid
+from bench.methods.base import build_method
+from bench.methods.cards import resolve_method
+from bench.models.pose_net import ModelConfig
+from bench.trainer import StageContext
+
+SIZE = 32
+VIT = {"backbone": "vit_tiny", "patch_size": 8, "vit_depth": 2}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def build(entry: str = "mim-fcr-ar", **hparams):
+    resolved = resolve_method(entry, hparams or None)
+    model = ModelConfig(**{"img_size": SIZE, "head_channels": 16, **VIT, **resolved.card.model})
+    torch.manual_seed(0)
+    return build_method(resolved.spec, resolved.hparams, model, 21, 0)
+
+
+def images(n: int = 4, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, SIZE, SIZE, 3), dtype=torch.uint8, generator=g)
+
+
+def test_a_grid_giving_mim_a_cnn_is_refused(tmp_path):
+    path = write_grid(tmp_path, methods=["mim-fcr-ar"], model={"backbone": "resnet18"})
+    with pytest.raises(DabenchError, match="needs one of the backbones vit_tiny, vit_small"):
+        load_grid(path)
+
+
+def test_variants_share_the_segmenter_and_the_pretraining(tmp_path):
+    variants = ["", "/wo-ar", "/ar-alternate", "/lambda-human", "/r0.5", "/wo-st", "/scratch"]
+    grid = load_grid(
+        write_grid(
+            tmp_path,
+            methods=[f"mim-fcr-ar{v}" for v in variants],
+            model=VIT,
+            train={"steps": 4},
+        )
+    )
+    runs = Counter(run.stages[0] for run in grid.stage_runs)
+    # one segmenter for every variant that segments; one pre-training for the variants
+    # that differ only in fine-tuning (full, w/o AR, Alg. 1, λ_attn), one each for r = 0.5
+    # and w/o S_T (no segmenter), none for Scratch
+    assert runs == {"segment": 1, "pretrain": 3}
+    upstream = {t.label: [u.key for u in t.upstream] for t in grid.trials}
+    shared = upstream["mim-fcr-ar"]
+    for label in ("mim-fcr-ar/wo-ar", "mim-fcr-ar/ar-alternate", "mim-fcr-ar/lambda-human"):
+        assert upstream[label] == shared
+    assert upstream["mim-fcr-ar/r0.5"][0] == shared[0] != upstream["mim-fcr-ar/r0.5"][1]
+    assert len(upstream["mim-fcr-ar/wo-st"]) == 1 and upstream["mim-fcr-ar/scratch"] == []
+
+
+def test_attention_regularisation_starts_at_zero_and_trains_only_the_encoder():
+    method = build()
+    finetune = next(s for s in method.stages() if s.name == "finetune")
+    method.on_stage_start(finetune, StageContext({}))
+    method.train()
+    target = {"images": images()}
+    assert float(method._attention_loss(target).detach()) == pytest.approx(0.0, abs=1e-7)
+    with torch.no_grad():  # the trainable encoder moves away from f^A
+        for p in method.net.backbone.model.blocks[0].attn.qkv.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    loss = method._attention_loss(target)
+    assert float(loss) > 0
+    loss.backward()
+    assert all(p.grad is None for p in method.attention_net.parameters())
+    grads = [p.grad for p in method.net.backbone.model.blocks[0].attn.qkv.parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_fcr_weights_reach_the_reconstruction_loss():
+    masks = torch.zeros(4, SIZE, SIZE, dtype=torch.uint8)
+    masks[:, :16, :16] = 1  # foreground in the top-left quarter
+    batch = {"source": {"images": images(), "masks": masks}}
+
+    def loss(**hparams) -> float:
+        method = build(setting="source-only", backgrounds=False, **hparams)
+        torch.manual_seed(1)  # the same masking for every call
+        return float(method._reconstruction(batch))
+
+    plain = loss(fcr=False)
+    assert loss(fcr=True, alpha=0.0) == pytest.approx(plain, rel=1e-6)  # α = 0: w ≡ 1
+    assert loss(fcr=True, alpha=8.0) != pytest.approx(plain, rel=1e-3)
+
+
+def test_the_segmenter_masks_every_target_training_image(hand_pair, tmp_path):
+    pair = hand_pair()
+    method = build()
+    method.export_artifact("segment", tmp_path, pair)
+    with h5py.File(tmp_path / "masks.h5", "r") as f:
+        masks = f["masks"][()]
+    assert masks.shape == (pair.info("target_train").num_samples, SIZE, SIZE)
+    assert masks.dtype == np.uint8 and set(np.unique(masks)) <= {0, 1}
+    info = (tmp_path / "segmenter.json").read_text()
+    assert '"target_test_iou"' in info and '"threshold": 0.5' in info
+
+
+def test_a_local_mae_checkpoint_loads_and_a_mismatched_one_is_refused(tmp_path):
+    source = build()
+    state = {f"{k}": v for k, v in source.net.backbone.model.state_dict().items()}
+    state |= {k: v for k, v in source.decoder.state_dict().items()}
+    path = tmp_path / "mae_pretrain_vit_tiny.pth"
+    torch.save({"model": state, "epoch": 799}, path)
+    with torch.no_grad():  # the checkpoint, not the shared seed, must set the weights
+        torch.manual_seed(5)
+        loaded = build(mae_checkpoint=str(path))
+    for k, v in source.net.backbone.model.state_dict().items():
+        torch.testing.assert_close(loaded.net.backbone.model.state_dict()[k], v, msg=k)
+    for k, v in source.decoder.state_dict().items():
+        torch.testing.assert_close(loaded.decoder.state_dict()[k], v, msg=k)
+    small = tmp_path / "vit_small.pth"
+    torch.save({"model": {k: torch.zeros(3) for k in state}}, small)
+    with pytest.raises(DabenchError, match="vit_small.pth"):
+        build(mae_checkpoint=str(small))
