@@ -307,6 +307,14 @@ def _stage_key(
     hp = r.hparams_dict()
     reads = hp if stage.reads is None else {k: hp[k] for k in stage.reads}
     domains = {getattr(v, "domain", None) for v in stage.views.values()}
+    # a stage whose export a later stage reads for the target (a segmenter's target masks)
+    # depends on the target even if it trains on source data only
+    domains |= {
+        v.domain
+        for later in plan
+        for v in later.views.values()
+        if getattr(v, "stage", None) == stage.name
+    }
     target = ctx.target if domains != {"source"} else None
     return artifact_key(
         {

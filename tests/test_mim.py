@@ -38,6 +38,18 @@ def images(n: int = 4, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, SIZE, SIZE, 3), dtype=torch.uint8, generator=g)
 
 
+def test_the_segmenter_is_one_per_pair_since_its_masks_are_the_targets(tmp_path):
+    """Its training reads source data only, but its artifact holds the target's masks."""
+    pairs = [
+        {"source": "synth-hand-clean", "target": "synth-hand-wild"},
+        {"source": "synth-hand-clean", "target": "synth-hand-style"},
+    ]
+    grid = load_grid(write_grid(tmp_path, methods=["mim-fcr-ar"], pairs=pairs, model=VIT))
+    segments = [r for r in grid.stage_runs if r.stages == ("segment",)]
+    assert sorted(r.target for r in segments) == ["synth-hand-style", "synth-hand-wild"]
+    assert len({r.key for r in segments}) == 2
+
+
 def test_a_grid_giving_mim_a_cnn_is_refused(tmp_path):
     path = write_grid(tmp_path, methods=["mim-fcr-ar"], model={"backbone": "resnet18"})
     with pytest.raises(DabenchError, match="needs one of the backbones vit_tiny, vit_small"):
@@ -129,3 +141,19 @@ def test_a_local_mae_checkpoint_loads_and_a_mismatched_one_is_refused(tmp_path):
     torch.save({"model": {k: torch.zeros(3) for k in state}}, small)
     with pytest.raises(DabenchError, match="vit_small.pth"):
         build(mae_checkpoint=str(small))
+
+
+@pytest.mark.parametrize("name", ["park-table1-hand", "park-table2-body"])
+def test_the_paper_grids_validate_in_the_papers_configuration(name):
+    grid = load_grid(name)
+    model = grid.trials[0].model
+    assert (model["backbone"], model["patch_size"], model["img_size"]) == ("vit_base", 16, 256)
+    assert (model["depth_bins"], model["neck"], model["head"]) == (64, 0, "volumetric")
+    hp = grid.trials[0].hparams
+    assert (hp["pretrain_epochs"], hp["pretrain_lr"], hp["pretrain_batch"]) == (800, 2.4e-3, 2048)
+    assert hp["attn_weight"] == (100.0 if "hand" in name else 10.0)
+    assert hp["finetune_epochs"] == (50 if "hand" in name else 100)
+    targets = {t.target for t in grid.trials}
+    assert targets == (
+        {"stb", "rhd", "pan", "gan"} if "hand" in name else {"3dpw", "3dhp", "surreal"}
+    )

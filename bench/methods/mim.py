@@ -77,12 +77,13 @@ class MimFcrAr(Method):
         self.segmenter = UNetSegmenter(backbone.img_size) if hp.segments else None
         self.attention_net: TokenEncoder | None = None  # f^A, made at fine-tuning's start
         self.segmenter_iou: float | None = None
-        self._mae = torch.zeros(())
+        self._mae: torch.Tensor | None = None  # MAE's own loss of the last pre-training step
 
     # -- stages ------------------------------------------------------------------------------
     def on_stage_start(self, stage, ctx) -> None:
         hp = self.hparams
         pos = self.net.backbone.model.pos_embed
+        self._mae = None
         if stage.name == "pretrain":
             pos.requires_grad_(False)
         elif stage.name == "finetune":
@@ -176,7 +177,7 @@ class MimFcrAr(Method):
         return {"pose": pose.detach(), "attn": attn.detach()}
 
     def scalars(self) -> dict[str, float]:
-        out = {"mae_loss": float(self._mae)} if self.decoder is not None else {}
+        out = {"mae_loss": float(self._mae)} if self._mae is not None else {}
         if self.segmenter_iou is not None:
             out["segmenter_target_iou"] = self.segmenter_iou
         return out

@@ -60,6 +60,9 @@ class MimHparams(Hparams):
     # scales it linearly with the batch. The default suits the harness's short CPU budgets.
     pretrain_lr: float = 1e-3
     pretrain_weight_decay: float = 0.05
+    # Images per domain in a pre-training batch (0: the grid's train.batch_size); the paper
+    # pre-trains with 4,096 images per step, i.e. 2,048 source + 2,048 target in DA
+    pretrain_batch: int = 0
     segment_lr: float = 1e-3
     # A local MAE checkpoint (facebookresearch layout) the encoder, and the decoder where it
     # has one, start from; "" starts from random weights (the paper does not say which).
@@ -84,6 +87,7 @@ class MimHparams(Hparams):
             pose_weight=self.pose_weight,
             segment_epochs=self.segment_epochs,
             pretrain_epochs=self.pretrain_epochs,
+            pretrain_batch=self.pretrain_batch,
             finetune_epochs=self.finetune_epochs,
             pretrain_weight_decay=self.pretrain_weight_decay,
         )
@@ -129,6 +133,7 @@ PRETRAIN_READS = (
     "pretrain_epochs",
     "pretrain_lr",
     "pretrain_weight_decay",
+    "pretrain_batch",
     "mae_checkpoint",
 )
 
@@ -171,6 +176,9 @@ class MimSpec(MethodSpec):
                     "pretrain",
                     views=views,
                     length=Epochs(hp.pretrain_epochs, role="source"),
+                    batch_sizes={role: hp.pretrain_batch for role in views}
+                    if hp.pretrain_batch
+                    else {},
                     optimizers={
                         "main": Optim(
                             params=("net.backbone", "decoder"),
