@@ -210,6 +210,19 @@ def dataclass_overrides(cls: type, values: Mapping[str, Any], where: str) -> dic
     return {k: coerce_value(v, fields[k].type, f"{where}: {k!r}") for k, v in values.items()}
 
 
+def _method_models(given: Any, where: str) -> dict[str, dict[str, Any]]:
+    """``model.methods``: per-method model settings over the grid's (e.g. a ViT for the
+    method that needs one, in a grid whose other rows share a CNN)."""
+    if given is None:
+        return {}
+    if not isinstance(given, dict) or not all(isinstance(v, dict) for v in given.values()):
+        raise DabenchError(f"{where}: model.methods must map method names to model settings")
+    return {
+        str(m): dataclass_overrides(ModelConfig, v, f"{where}: model.methods.{m}")
+        for m, v in given.items()
+    }
+
+
 def _resources(raw: Mapping[str, Any], methods: set[str], where: str) -> tuple[dict, dict]:
     """Grid-wide resources per trial, and per-method overrides (``resources.methods``)."""
     given = _mapping(raw, "resources", where)
@@ -268,6 +281,7 @@ class _Context:
     joint_set: str
     resources: Mapping[str, Any]
     method_resources: Mapping[str, Mapping[str, Any]]
+    method_models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def _model(ctx: _Context, r: ResolvedMethod, fixed_by: ResolvedMethod | None = None) -> dict:
@@ -278,6 +292,9 @@ def _model(ctx: _Context, r: ResolvedMethod, fixed_by: ResolvedMethod | None = N
         "depth_range_mm": DEPTH_RANGE_MM.get(ctx.joint_set, DEFAULT_DEPTH_RANGE_MM),
     }
     pair_model.update(ctx.model_section)
+    for method in (r, fixed_by):  # the grid's model for this method (model.methods)
+        if method is not None:
+            pair_model.update(ctx.method_models.get(method.card.name, {}))
     for card in (r.card, fixed_by.card if fixed_by else None):
         if card is not None:
             where = f"method card {card.name}: model"
@@ -430,9 +447,9 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise DabenchError(f"{where}: data.{key} must be a non-negative integer, got {value!r}")
     data.update(given)
-    model = dataclass_overrides(
-        ModelConfig, _mapping(raw, "model", f"{where}: model"), f"{where}: model"
-    )
+    model_raw = dict(_mapping(raw, "model", f"{where}: model"))
+    method_models = _method_models(model_raw.pop("methods", None), where)
+    model = dataclass_overrides(ModelConfig, model_raw, f"{where}: model")
     train = dataclass_overrides(
         TrainConfig, _mapping(raw, "train", f"{where}: train"), f"{where}: train"
     )
@@ -446,6 +463,12 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
             f"{sorted(method_names)}"
         )
     resources, method_resources = _resources(raw, method_names, where)
+    stray = sorted(set(method_models) - method_names)
+    if stray:
+        raise DabenchError(
+            f"{where}: model settings given for {stray}, which the grid does not run; "
+            f"methods: {sorted(method_names)}"
+        )
     resolved = [resolve_method(str(m), hparams.get(split_label(m)[0])) for m in methods]
     warm_entry = raw.get("warm_start")
     warm_method = None
@@ -490,6 +513,7 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
                 joint_set=src.joint_set,
                 resources=resources,
                 method_resources=method_resources,
+                method_models=method_models,
             )
             # A warm start is computed with the model the adapting method uses (its card may
             # fix another head): every adapted row starts from a network that matches it.

@@ -119,6 +119,8 @@ def test_named_grids_ship_with_the_package():
             "different joint sets",
         ),
         ({"pairs": [{"source": "synth-hand-clean"}]}, "exactly 'source' and 'target'"),
+        ({"model": {"methods": {"ddc": {"backbone": "vit_tiny"}}}}, "model settings given for"),
+        ({"model": {"methods": {"oracle": {"bakbone": "vit_tiny"}}}}, r"model.methods.oracle"),
         ({"report": {"refrence": "oracle"}}, r"unknown report key\(s\) \['refrence'\]; valid"),
         ({"report": {"reference": "ddc"}}, "report.reference 'ddc' is not a method of the grid"),
         (
@@ -276,3 +278,15 @@ def test_the_grid_report_section_is_written_into_the_store(tmp_path):
     assert grid.report == section
     write_grid_report(tmp_path, grid)
     assert read_grid_reports(tmp_path) == {"tiny": section}
+
+
+def test_a_method_may_get_its_own_model(tmp_path):
+    grid = load_grid(
+        write(
+            tmp_path,
+            {**BASE, "model": {"backbone": "resnet18", "methods": {"oracle": {"neck": 0}}}},
+        )
+    )
+    models = {t.method: t.model for t in grid.trials}
+    assert models["oracle"]["neck"] == 0 and models["source-only"]["neck"] == 256
+    assert models["oracle"]["backbone"] == models["source-only"]["backbone"] == "resnet18"
