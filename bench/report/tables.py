@@ -204,15 +204,17 @@ def _cells(
     trials: pd.DataFrame,
     value_of: Any,
     signed: bool = False,
+    columns: Sequence[Column] | None = None,
 ) -> None:
-    """Fill every (row, column) of a pair × metric table with ``value_of(sub, metric)`` →
-    per-trial values of the row's finished trials of that pair."""
+    """Fill every (row, column) of a pair × metric table (or of ``columns``) with
+    ``value_of(sub, metric)`` → per-trial values of the row's finished trials of that
+    pair."""
     for (label, source, target), sub in trials.groupby(["label", "source", "target"]):
         if label not in {r.key for r in table.rows}:
             continue
         failed = int((sub["status"] == "failed").sum())
         done = sub[sub["status"] != "failed"]
-        for col in table.columns:
+        for col in table.columns if columns is None else columns:
             s, t, metric = col.key.split("|")
             if (s, t) != (source, target):
                 continue
@@ -404,19 +406,13 @@ def paper_table(store: Store, rule: str, metrics: Sequence[str], required: bool)
         footnotes=footnotes,
         notes=protocol_notes(metrics),
     )
-    _cells(
-        table,
-        trials[[(s, t) in mapped for s, t in zip(trials["source"], trials["target"], strict=True)]],
-        lambda sub, m: _values(sub, f"{rule}:target_test/{m}") if ":" not in m else np.array([]),
-    )
+    ours = [c for c in cols if c.key not in published.values()]
+    _cells(table, trials, lambda sub, m: _values(sub, f"{rule}:target_test/{m}"), columns=ours)
     for r in reported:
         for (source, target), ppair in mapped.items():
             key = published.get((source, target, r.protocol))
-            if r.pair == ppair and key and table.cell(r.label, key).missing:
+            if r.pair == ppair and key and (r.label, key) not in table.cells:
                 table.put(r.label, key, Cell(value=r.value, n=1, protocol=r.protocol))
-    for (label, key), cell in list(table.cells.items()):
-        if ":" in key.split("|")[2] and cell.missing:
-            del table.cells[(label, key)]
     return table
 
 
