@@ -157,3 +157,35 @@ def test_the_paper_grids_validate_in_the_papers_configuration(name):
     assert targets == (
         {"stb", "rhd", "pan", "gan"} if "hand" in name else {"3dpw", "3dhp", "surreal"}
     )
+
+
+def test_the_finetuning_step_regularises_attention_on_the_target_batch():
+    from conftest import StepStub
+
+    method = build()
+    finetune = next(s for s in method.stages() if s.name == "finetune")
+    method.on_stage_start(finetune, StageContext({}))
+    method.train()
+    with torch.no_grad():  # move the trainable encoder away from f^A
+        for p in method.net.backbone.model.blocks[0].attn.qkv.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    kp = torch.rand(4, 21, 2) * SIZE
+    source = {"images": images(seed=1), "kp2d": kp, "kp3d": torch.randn(4, 21, 3) * 50,
+              "vis": torch.ones(4, 21, dtype=torch.bool)}  # fmt: skip
+    target = {"images": images(seed=2)}
+    losses = method.training_step("finetune", {"source": source, "target": target}, StepStub())
+    on_target = float(method._attention_loss(target).detach())
+    on_source = float(method._attention_loss(source).detach())
+    assert float(losses["attn"].detach()) == pytest.approx(on_target, rel=1e-5)
+    assert on_target != pytest.approx(on_source, rel=1e-3)
+    assert float(losses["pose"].detach()) == pytest.approx(float(method._pose_loss(source)))
+
+
+def test_pretraining_reconstructs_source_and_target_images():
+    def loss(target_seed: int) -> float:
+        method = build(backgrounds=False, fcr=False)
+        batch = {"source": {"images": images(seed=1)}, "target": {"images": images(target_seed)}}
+        torch.manual_seed(1)
+        return float(method._reconstruction(batch).detach())
+
+    assert loss(2) != pytest.approx(loss(3), rel=1e-4)  # the target images enter the loss
