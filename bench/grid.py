@@ -380,7 +380,7 @@ def _plan(
         "grid": ctx.grid,
         "method": r.card.name,
         "variant": r.variant,
-        "category": r.card.category,
+        "category": r.category,
         "hparams": r.hparams_dict(),
         "source": ctx.source,
         "target": ctx.target,
@@ -469,22 +469,48 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
             f"{where}: model settings given for {stray}, which the grid does not run; "
             f"methods: {sorted(method_names)}"
         )
-    resolved = [resolve_method(str(m), hparams.get(split_label(m)[0])) for m in methods]
+
+    def resolve_all(pair_hparams: Mapping[str, Any]) -> tuple[list, ResolvedMethod | None]:
+        """The grid's methods (and warm start) with the grid's hparams, then the pair's."""
+
+        def one(entry: Any) -> ResolvedMethod:
+            name = split_label(str(entry))[0]
+            return resolve_method(
+                str(entry), {**(hparams.get(name) or {}), **(pair_hparams.get(name) or {})}
+            )
+
+        warm = one(warm_entry) if warm_entry is not None else None
+        return [one(m) for m in methods], warm
+
     warm_entry = raw.get("warm_start")
-    warm_method = None
+    resolved, warm_method = resolve_all({})
     if warm_entry is not None:
-        warm_method = resolve_method(str(warm_entry), hparams.get(split_label(warm_entry)[0]))
         if not any(r.spec.warm_start for r in resolved):
             raise DabenchError(
                 f"{where}: warm_start {warm_entry!r}, but none of the grid's methods can start "
                 "from it (a method opts in with a warm-start stage)"
             )
     checked_pairs = []
+    pair_resolved = []
     for pair in pairs:
-        if not isinstance(pair, dict) or set(pair) != {"source", "target"}:
+        if (
+            not isinstance(pair, dict)
+            or not {"source", "target"} <= set(pair)
+            or set(pair) - {"source", "target", "hparams"}
+        ):
             raise DabenchError(
-                f"{where}: each pair needs exactly 'source' and 'target', got {pair!r}"
+                f"{where}: each pair needs 'source' and 'target' (and optionally 'hparams', "
+                f"per-method hyper-parameters for this pair only), got {pair!r}"
             )
+        pair_hp = pair.get("hparams") or {}
+        stray = sorted(set(pair_hp) - method_names) if isinstance(pair_hp, Mapping) else None
+        if stray is None or stray:
+            raise DabenchError(
+                f"{where}: pair {pair['source']} → {pair['target']}: hparams must map methods "
+                f"the grid runs to their settings; methods: {sorted(method_names)}, got "
+                f"{pair_hp!r}"
+            )
+        pair_resolved.append(resolve_all(pair_hp))
         src, tgt = load_dataset_card(pair["source"]), load_dataset_card(pair["target"])
         if src.joint_set != tgt.joint_set:
             raise DabenchError(
@@ -501,6 +527,7 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
     runs: dict[str, StageRunSpec] = {}
     producers: dict[str, str] = {}
     for pi, (src, tgt) in enumerate(checked_pairs):
+        resolved, warm_method = pair_resolved[pi]
         for si, seed in enumerate(seeds):
             ctx = _Context(
                 grid=name,

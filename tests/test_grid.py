@@ -118,7 +118,15 @@ def test_named_grids_ship_with_the_package():
             {"pairs": [{"source": "synth-hand-clean", "target": "synth-body-wild"}]},
             "different joint sets",
         ),
-        ({"pairs": [{"source": "synth-hand-clean"}]}, "exactly 'source' and 'target'"),
+        ({"pairs": [{"source": "synth-hand-clean"}]}, "needs 'source' and 'target'"),
+        (
+            {"pairs": [{**BASE["pairs"][0], "hparams": {"dann": {"trade_off": 1.0}}}]},
+            r"synth-hand-clean → synth-hand-wild: hparams must map methods the grid runs",
+        ),
+        (
+            {"pairs": [{**BASE["pairs"][0], "hparams": {"oracle": {"pose_wieght": 1.0}}}]},
+            "pose_wieght",
+        ),
         ({"model": {"methods": {"ddc": {"backbone": "vit_tiny"}}}}, "model settings given for"),
         ({"model": {"methods": {"oracle": {"bakbone": "vit_tiny"}}}}, r"model.methods.oracle"),
         ({"report": {"refrence": "oracle"}}, r"unknown report key\(s\) \['refrence'\]; valid"),
@@ -290,3 +298,30 @@ def test_a_method_may_get_its_own_model(tmp_path):
     models = {t.method: t.model for t in grid.trials}
     assert models["oracle"]["neck"] == 0 and models["source-only"]["neck"] == 256
     assert models["oracle"]["backbone"] == models["source-only"]["backbone"] == "resnet18"
+
+
+def test_a_pair_may_set_its_own_hyper_parameters(tmp_path):
+    """A paper's per-task value (λ_attn = 100 for hands, 10 for bodies) is set on the pair;
+    the pair's value wins over the grid's, the other pair keeps the grid's."""
+    grid = {
+        **BASE,
+        "methods": ["mim-fcr-ar", "mim-fcr-ar/so"],
+        "seeds": [0],
+        "model": {"backbone": "vit_tiny", "patch_size": 8},
+        "hparams": {"mim-fcr-ar": {"attn_weight": 50.0, "alpha": 2.0}},
+        "pairs": [
+            BASE["pairs"][0],
+            {
+                "source": "synth-body-clean",
+                "target": "synth-body-wild",
+                "hparams": {"mim-fcr-ar": {"attn_weight": 10.0}},
+            },
+        ],
+    }
+    trials = load_grid(write(tmp_path, grid)).trials
+    weights = {(t.label, t.source): (t.hparams["attn_weight"], t.hparams["alpha"]) for t in trials}
+    assert weights[("mim-fcr-ar", "synth-hand-clean")] == (50.0, 2.0)
+    assert weights[("mim-fcr-ar", "synth-body-clean")] == (10.0, 2.0)
+    # the source-only setting uses no target data: it is a source-only row, not an adaptation
+    categories = {t.label: t.category for t in trials}
+    assert categories == {"mim-fcr-ar": "domain-adaptation", "mim-fcr-ar/so": "source-only"}

@@ -24,6 +24,7 @@ from bench.report.model import Cell, Column, Row, Table
 from bench.report.tables import (
     ablation_tables,
     complementarity_tables,
+    diagnostics_tables,
     gap_table,
     group_tables,
     main_table,
@@ -135,6 +136,34 @@ def test_complementarity_table_from_the_grid_report(three_seeds, tmp_path):
     grid_report(path, "tiny-report", {"complementarity": [{**spec, "both": "dann"}]})
     with pytest.raises(DabenchError, match="both='dann' not in the store"):
         complementarity_tables(open_store(path), "last", METRICS)
+
+
+def test_diagnostics_table_shows_the_last_logged_segmenter_iou(tmp_path):
+    """MIM-FCR-AR's card declares its segmenter's target IoU a diagnostic: the report shows
+    the last value each trial logged (scaled to %), only for rows that log it."""
+    results = tmp_path / "results"
+    labels = ["source-only", "mim-fcr-ar", "mim-fcr-ar/wo-st"]
+    for label in labels:
+        for seed in (0, 1):
+            rec = record(label, HAND, seed, lambda *a: 50.0)
+            if label == "mim-fcr-ar":  # an early value, then the segmenter's final IoU
+                rec["curves"]["losses"] = [
+                    {"step": 10, "stage": "pretrain", "recon": 1.0, "segmenter_target_iou": 0.1},
+                    {
+                        "step": 20,
+                        "stage": "finetune",
+                        "pose": 1.0,
+                        "segmenter_target_iou": 0.8 + 0.02 * seed,
+                    },
+                ]
+            result_store.write_trial(results, rec, None)
+    (table,) = diagnostics_tables(open_store(results))
+    assert table.name == "diagnostics-mim-fcr-ar"
+    assert [r.key for r in table.rows] == ["mim-fcr-ar"]  # wo-st has no segmenter
+    cell = table.cell("mim-fcr-ar", key(HAND, "segmenter_target_iou"))
+    assert (cell.value, cell.n) == (pytest.approx(81.0), 2)
+    report = write_report(results, formats=("md",), papers=False)
+    assert "## Method diagnostics" in (report / "report.md").read_text()
 
 
 def test_paired_tests_and_ranks_with_three_seeds(three_seeds):

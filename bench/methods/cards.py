@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ _OPTIONAL = (
     "reported",
     "choices",
     "model",
+    "diagnostics",
 )
 
 
@@ -55,6 +57,35 @@ class MethodCard:
     # Model settings the method's paper fixes (e.g. a volumetric head); they override the
     # grid's model section for this method's trials.
     model: Mapping[str, Any] = field(default_factory=dict)
+    # Scalars the method logs that say how one of its parts did (a segmenter's IoU), shown
+    # in the report's diagnostics table: term -> Diagnostic.
+    diagnostics: Mapping[str, Diagnostic] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """How a report shows a logged scalar: ``title`` (with its unit), what it measures
+    (``protocol``), ``scale`` applied before printing, ``decimals``, and whether higher is
+    better (for bold)."""
+
+    title: str
+    protocol: str
+    scale: float = 1.0
+    decimals: int = 1
+    higher_is_better: bool | None = None
+
+
+def _diagnostics(path: Path, raw: Any) -> dict[str, Diagnostic]:
+    out = {}
+    for term, spec in (raw or {}).items():
+        try:
+            out[str(term)] = Diagnostic(**spec)
+        except TypeError as exc:
+            valid = ", ".join(f.name for f in dataclasses.fields(Diagnostic))
+            raise DabenchError(
+                f"method card {path}: diagnostic {term!r} must be a mapping of {valid} ({exc})"
+            ) from None
+    return out
 
 
 @dataclass(frozen=True)
@@ -70,6 +101,12 @@ class ResolvedMethod:
     @property
     def label(self) -> str:
         return self.card.name + (f"/{self.variant}" if self.variant else "")
+
+    @property
+    def category(self) -> str:
+        """The card's category, unless the method's hyper-parameters put this entry in
+        another one (MIM-FCR-AR's source-only setting is a source-only row)."""
+        return self.spec.category(self.hparams, self.card.category)
 
     def hparams_dict(self) -> dict[str, Any]:
         return hparams_dict(self.hparams)
@@ -100,6 +137,7 @@ def _parse(path: Path) -> MethodCard:
         fidelity=raw["fidelity"],
         choices=tuple(raw.get("choices") or ()),
         model=raw.get("model") or {},
+        diagnostics=_diagnostics(path, raw.get("diagnostics")),
     )
 
 

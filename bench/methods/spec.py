@@ -212,6 +212,13 @@ class MethodSpec:
         raise NotImplementedError
 
     @classmethod
+    def category(cls, hp: Any, declared: str) -> str:
+        """The category a trial with these hyper-parameters belongs to in records and
+        reports; ``declared`` is the card's. A method whose hyper-parameters can switch it
+        to another setting (a source-only setting that uses no target data) says so here."""
+        return declared
+
+    @classmethod
     def method_class(cls) -> type:
         if isinstance(cls.adapter, str):
             module, _, attr = cls.adapter.partition(":")

@@ -23,6 +23,7 @@ from bench.report.protocols import MAIN_METRICS, METRICS, metric_info
 from bench.report.tables import (
     ablation_tables,
     complementarity_tables,
+    diagnostics_tables,
     gap_table,
     group_tables,
     main_table,
@@ -76,6 +77,7 @@ def build_tables(store: Store, rule: str, metrics: Sequence[str], papers: bool |
         "ablations": ablation_tables(store, rule, metrics),
         "complementarity": complementarity_tables(store, rule, metrics),
         "statistics": statistics_tables(store, rule, metrics),
+        "diagnostics": diagnostics_tables(store),
     }
 
 
@@ -87,6 +89,7 @@ SECTION_TITLES = {
     "ablations": "Ablations",
     "complementarity": "Complementarity",
     "statistics": "Statistics",
+    "diagnostics": "Method diagnostics",
 }
 
 

@@ -542,3 +542,69 @@ def complementarity_tables(store: Store, rule: str, metrics: Sequence[str]) -> l
                 )
             )
     return tables
+
+
+def diagnostics_tables(store: Store) -> list[Table]:
+    """One table per method card that declares ``diagnostics`` and has trials logging them:
+    how one of the method's parts did (MIM-FCR-AR's segmenter IoU on the target test
+    images), per pair, the last value each trial logged, mean ± CI over seeds."""
+    losses = store.losses
+    if losses.empty:
+        return []
+    last = losses.sort_values("step", kind="stable").groupby(["trial_id", "term"])["value"].last()
+    trials = store.trials
+    method_of = trials["label"].str.partition("/")[0]
+    tables = []
+    for name in sorted(set(method_of)):
+        card = _card(name)
+        if card is None or not card.diagnostics:
+            continue
+        mine = trials[method_of == name]
+        logged = {
+            term: d
+            for term, d in card.diagnostics.items()
+            if any((tid, term) in last.index for tid in mine["trial_id"])
+        }
+        if not logged:
+            continue
+        labels = [
+            lb
+            for lb in _ordered_labels(mine)
+            if any(
+                (tid, term) in last.index
+                for tid in mine.loc[mine["label"] == lb, "trial_id"]
+                for term in logged
+            )
+        ]
+        columns = [
+            Column(
+                f"{s}|{t}|{term}",
+                pair,
+                d.title,
+                d.decimals,
+                None if d.higher_is_better is None else not d.higher_is_better,
+                d.protocol,
+            )
+            for s, t, pair in _pairs(mine)
+            for term, d in logged.items()
+        ]
+        table = Table(
+            f"diagnostics-{name}",
+            f"{card.title}: how the method's parts did, the last value each trial logged "
+            f"(rows whose trials log none are left out). {seeds_text(mine)}; {CI_TEXT}.",
+            columns,
+            [Row(lb, method_title(lb)) for lb in labels],
+            notes=[f"{d.title}: {d.protocol}." for d in logged.values()],
+        )
+        scales = {term: d.scale for term, d in logged.items()}
+        _cells(table, mine, functools.partial(_last_logged, last=last, scales=scales))
+        table.mark_best()
+        tables.append(table)
+    return tables
+
+
+def _last_logged(
+    sub: pd.DataFrame, term: str, *, last: pd.Series, scales: Mapping[str, float]
+) -> np.ndarray:
+    values = [last.get((tid, term), np.nan) * scales[term] for tid in sub["trial_id"]]
+    return np.array([v for v in values if np.isfinite(v)])

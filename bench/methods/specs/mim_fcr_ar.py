@@ -208,6 +208,12 @@ class MimSpec(MethodSpec):
         return stages
 
     @classmethod
+    def category(cls, hp: Any, declared: str) -> str:
+        # The paper's source-only rows use no target image anywhere: they are source-only
+        # baselines (Table 1's lower block), not adaptation methods.
+        return declared if hp.da else "source-only"
+
+    @classmethod
     def losses(cls, hp: Any, stage: str) -> tuple[str, ...]:
         if stage == "segment":
             return ("seg",)
