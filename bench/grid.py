@@ -223,6 +223,24 @@ def _method_models(given: Any, where: str) -> dict[str, dict[str, Any]]:
     }
 
 
+def _method_trains(given: Any, train: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    """``train.methods``: per-method training settings over the grid's (a ViT row's own
+    learning rate and warm-up in a grid of CNN rows), each checked as a whole config."""
+    if given is None:
+        return {}
+    if not isinstance(given, dict) or not all(isinstance(v, dict) for v in given.values()):
+        raise DabenchError(f"{where}: train.methods must map method names to train settings")
+    out = {}
+    for m, v in given.items():
+        at = f"{where}: train.methods.{m}"
+        out[str(m)] = dataclass_overrides(TrainConfig, v, at)
+        try:
+            TrainConfig(**{**train, **out[str(m)]})
+        except DabenchError as exc:
+            raise DabenchError(f"{at}: {exc}") from None
+    return out
+
+
 def _resources(raw: Mapping[str, Any], methods: set[str], where: str) -> tuple[dict, dict]:
     """Grid-wide resources per trial, and per-method overrides (``resources.methods``)."""
     given = _mapping(raw, "resources", where)
@@ -282,6 +300,11 @@ class _Context:
     resources: Mapping[str, Any]
     method_resources: Mapping[str, Mapping[str, Any]]
     method_models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    method_trains: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def train_for(self, r: ResolvedMethod) -> dict[str, Any]:
+        """The grid's training settings with the method's own (``train.methods``)."""
+        return {**self.train, **self.method_trains.get(r.card.name, {})}
 
 
 def _model(ctx: _Context, r: ResolvedMethod, fixed_by: ResolvedMethod | None = None) -> dict:
@@ -373,9 +396,10 @@ def _plan(
 ) -> _Plan:
     plan = r.spec.checked_stages(r.hparams)
     model = _model(ctx, r, fixed_by)
-    train = {**ctx.train, "steps": budget, "eval_every": min(ctx.train["eval_every"], budget)}
-    if warm is not None and ctx.train["adapt_lr"]:
-        train["lr"] = ctx.train["adapt_lr"]
+    own = ctx.train_for(r)
+    train = {**own, "steps": budget, "eval_every": min(own["eval_every"], budget)}
+    if warm is not None and own["adapt_lr"]:
+        train["lr"] = own["adapt_lr"]
     common = {
         "grid": ctx.grid,
         "method": r.card.name,
@@ -450,10 +474,11 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
     model_raw = dict(_mapping(raw, "model", f"{where}: model"))
     method_models = _method_models(model_raw.pop("methods", None), where)
     model = dataclass_overrides(ModelConfig, model_raw, f"{where}: model")
-    train = dataclass_overrides(
-        TrainConfig, _mapping(raw, "train", f"{where}: train"), f"{where}: train"
-    )
+    train_raw = dict(_mapping(raw, "train", f"{where}: train"))
+    given_trains = train_raw.pop("methods", None)
+    train = dataclass_overrides(TrainConfig, train_raw, f"{where}: train")
     train_cfg = TrainConfig(**train)  # validates values (amp, device, positive counts)
+    method_trains = _method_trains(given_trains, train, where)
     hparams = _mapping(raw, "hparams", where)
     method_names = {split_label(m)[0] for m in methods}
     stray = sorted(set(hparams) - method_names)
@@ -463,10 +488,10 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
             f"{sorted(method_names)}"
         )
     resources, method_resources = _resources(raw, method_names, where)
-    stray = sorted(set(method_models) - method_names)
+    stray = sorted((set(method_models) | set(method_trains)) - method_names)
     if stray:
         raise DabenchError(
-            f"{where}: model settings given for {stray}, which the grid does not run; "
+            f"{where}: model or train settings given for {stray}, which the grid does not run; "
             f"methods: {sorted(method_names)}"
         )
 
@@ -522,7 +547,6 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
         checked_pairs.append((src, tgt))
 
     full = dataclasses.asdict(train_cfg)
-    adapt_budget = train_cfg.adapt_steps or train_cfg.steps
     trials: list[tuple[tuple[int, int, int], TrialSpec]] = []
     runs: dict[str, StageRunSpec] = {}
     producers: dict[str, str] = {}
@@ -541,6 +565,7 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
                 resources=resources,
                 method_resources=method_resources,
                 method_models=method_models,
+                method_trains=method_trains,
             )
             # A warm start is computed with the model the adapting method uses (its card may
             # fix another head): every adapted row starts from a network that matches it.
@@ -549,9 +574,11 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
             for r in resolved:
                 warm = None
                 if warm_method is not None and r.spec.warm_start:
-                    warm = _plan(warm_method, ctx, selection, None, train_cfg.steps, r)
+                    steps = ctx.train_for(warm_method)["steps"]
+                    warm = _plan(warm_method, ctx, selection, None, steps, r)
                     warms.setdefault(warm.evaluated.key, warm)
-                budget = adapt_budget if warm is not None else train_cfg.steps
+                own = ctx.train_for(r)
+                budget = (own["adapt_steps"] or own["steps"]) if warm is not None else own["steps"]
                 plans.append(_plan(r, ctx, selection, warm, budget))
             needed = {u.key for p in plans for u in p.trial.upstream}
             needed |= {u.key for p in plans for s in p.stage_runs for u in s.upstream}

@@ -121,6 +121,8 @@ RECORD_SCHEMA: dict[str, Any] = {
                     "method": {"type": "string"},
                     "stage": {"type": "string"},
                     "computed": {"type": "boolean"},
+                    "steps": {"type": "integer", "minimum": 0},
+                    "seconds": {"type": "number", "minimum": 0},
                     "loaded_tensors": {"type": "integer", "minimum": 0},
                     "fresh_tensors": {"type": "integer", "minimum": 0},
                 },
@@ -249,6 +251,33 @@ def load(results: Path | str) -> pd.DataFrame:
     return frame(records(Path(results)))
 
 
+def network_text(model: Mapping[str, Any]) -> str:
+    """A record's pose network in a few words: backbone (patch size and blocks of a ViT,
+    the stride a CNN is cut at), input size and head."""
+    parts = [str(model.get("backbone", "?"))]
+    if model.get("patch_size"):
+        parts.append(f"patch {model['patch_size']}")
+    if model.get("vit_depth"):
+        parts.append(f"{model['vit_depth']} blocks")
+    if model.get("feature_stride") and not model.get("patch_size"):  # a CNN's cut
+        parts.append(f"cut at stride {model['feature_stride']}")
+    if model.get("img_size"):
+        parts.append(f"{model['img_size']} px")
+    head = f", {model['head']} head" if model.get("head") else ""
+    return f"{parts[0]} ({', '.join(parts[1:])}){head}" if len(parts) > 1 else parts[0] + head
+
+
+def stage_steps_text(rec: Mapping[str, Any]) -> str:
+    """The steps of every stage of the trial's method: those stored artifacts of its own
+    method made (pre-training shared between variants) and those the trial ran."""
+    own = [
+        (a["stage"], a["steps"])
+        for a in rec.get("artifacts") or []
+        if a.get("method") == rec["method"] and "steps" in a
+    ]
+    return ", ".join(f"{k} {v}" for k, v in [*own, *(rec.get("stages") or {}).items()])
+
+
 def frame(recs: list[Mapping[str, Any]]) -> pd.DataFrame:
     """:func:`load` of records already read."""
     rows = []
@@ -273,10 +302,20 @@ def frame(recs: list[Mapping[str, Any]]) -> pd.DataFrame:
                 (a["method"] for a in rec.get("artifacts", []) if a["method"] != rec["method"]),
                 None,
             ),
+            "start_stage": start.get("stage") if start.get("method") == rec["method"] else None,
             "start_loaded": start.get("loaded_tensors"),
             "start_fresh": start.get("fresh_tensors"),
             "steps": rec["spec"]["train"]["steps"],
             "head": rec["spec"].get("model", {}).get("head"),
+            "network": network_text(rec["spec"].get("model", {})),
+            "stage_steps": stage_steps_text(rec),
+            "total_seconds": rec["timings"].get("total_seconds"),
+            # (key, seconds) of the stored earlier stages of the trial's own method
+            "own_artifacts": [
+                (a["key"], a["seconds"])
+                for a in rec.get("artifacts") or []
+                if a.get("method") == rec["method"] and "seconds" in a
+            ],
             "device": rec["device"],
             "metrics_version": rec["metrics_version"],
         }

@@ -159,9 +159,11 @@ def export_artifact(
     store: ArtifactStore,
     pair: PairShards,
     run_id: str,
+    made: Mapping[str, Any] | None = None,
 ) -> bool:
     """Store ``method``'s state at the end of ``stage`` under ``key`` (once: False if it
-    already exists)."""
+    already exists). ``made``: how it was made (the stage's ``steps`` and the ``seconds``
+    its run took), kept in ``artifact.json`` and copied into every record that uses it."""
     with store.lock(key):
         if store.exists(key):
             return False
@@ -175,6 +177,7 @@ def export_artifact(
             "run_id": run_id,
             "made_by": node.node_id,
             "fingerprints": pair.fingerprints(),
+            **(made or {}),
         }
         with store.writing(key, meta) as tmp:
             torch.save(method.state_dict(), tmp / WEIGHTS)
@@ -206,10 +209,19 @@ def _train(
     method = build_method(spec, hp, node.model_config(), num_joints, pair.root)
     store = ArtifactStore(results)
     dirs, loaded = load_start(method, node, store, pair)
+    since = [time.perf_counter()]
 
     def on_stage_end(stage: Stage) -> None:
+        # seconds since the previous stage ended (or the run started, set-up included);
+        # a resumed run counts from its restart
+        made = {
+            "steps": trainer.lengths[stage.name],
+            "seconds": round(time.perf_counter() - since[0], 3),
+        }
         if stage.name in exports:
-            export_artifact(method, stage.name, exports[stage.name], node, store, pair, run_id)
+            key = exports[stage.name]
+            export_artifact(method, stage.name, key, node, store, pair, run_id, made)
+        since[0] = time.perf_counter()
 
     trainer = Trainer(
         method,
@@ -411,6 +423,7 @@ def _artifact_entries(spec: TrialSpec, results: Path, run_id: str) -> list[dict[
                 "method": up.method,
                 "stage": up.stage,
                 "computed": bool(run_id) and meta.get("run_id") == run_id,
+                **{k: meta[k] for k in ("steps", "seconds") if meta.get(k) is not None},
             }
         )
     return out

@@ -71,10 +71,17 @@ def test_named_grids_ship_with_the_package():
     assert {"source-only", "oracle"} <= {t.method for t in grid.trials}
     body = next(t for t in grid.trials if t.source.startswith("synth-body"))
     assert body.model["depth_range_mm"] == 2000.0
-    # one network for every row (causal interventions' volumetric head): each adapter
+    # one network for every CNN row (causal interventions' volumetric head): each adapter
     # starts from the source-only trial's export, no stage run trains a second start
-    assert len(grid.stage_runs) == 2 and all(s.exported_by for s in grid.stage_runs)
+    warm = [s for s in grid.stage_runs if s.method == "source-only"]
+    assert len(warm) == 2 and all(s.exported_by for s in warm)
     assert {t.model["head"] for t in grid.trials} == {"volumetric"}
+    # MIM-FCR-AR's ViT row: its own segmenter and pre-training per pair, its own budget
+    mim = [s.stages for s in grid.stage_runs if s.method == "mim-fcr-ar"]
+    assert sorted(mim) == [("pretrain",)] * 2 + [("segment",)] * 2
+    (vit,) = {t.model["backbone"] for t in grid.trials if t.method == "mim-fcr-ar"}
+    assert vit == "vit_tiny" and {t.model["backbone"] for t in grid.trials} == {vit, "regnetx_002"}
+    assert {t.train["steps"] for t in grid.trials if t.method == "mim-fcr-ar"} == {60}
 
 
 @pytest.mark.parametrize(
@@ -127,7 +134,13 @@ def test_named_grids_ship_with_the_package():
             {"pairs": [{**BASE["pairs"][0], "hparams": {"oracle": {"pose_wieght": 1.0}}}]},
             "pose_wieght",
         ),
-        ({"model": {"methods": {"ddc": {"backbone": "vit_tiny"}}}}, "model settings given for"),
+        (
+            {"model": {"methods": {"ddc": {"backbone": "vit_tiny"}}}},
+            "model or train settings given",
+        ),
+        ({"train": {"methods": {"ddc": {"lr": 0.1}}}}, r"settings given for \['ddc'\]"),
+        ({"train": {"methods": {"oracle": {"lrr": 0.1}}}}, r"train.methods.oracle: unknown key"),
+        ({"train": {"methods": {"oracle": {"amp": "fp8"}}}}, r"train.methods.oracle: train.amp"),
         ({"model": {"methods": {"oracle": {"bakbone": "vit_tiny"}}}}, r"model.methods.oracle"),
         ({"report": {"refrence": "oracle"}}, r"unknown report key\(s\) \['refrence'\]; valid"),
         ({"report": {"reference": "ddc"}}, "report.reference 'ddc' is not a method of the grid"),
@@ -305,7 +318,7 @@ def test_a_pair_may_set_its_own_hyper_parameters(tmp_path):
     the pair's value wins over the grid's, the other pair keeps the grid's."""
     grid = {
         **BASE,
-        "methods": ["mim-fcr-ar", "mim-fcr-ar/so"],
+        "methods": ["mim-fcr-ar", "mim-fcr-ar/so", "mim-fcr-ar/wo-ar"],
         "seeds": [0],
         "model": {"backbone": "vit_tiny", "patch_size": 8},
         "hparams": {"mim-fcr-ar": {"attn_weight": 50.0, "alpha": 2.0}},
@@ -322,6 +335,22 @@ def test_a_pair_may_set_its_own_hyper_parameters(tmp_path):
     weights = {(t.label, t.source): (t.hparams["attn_weight"], t.hparams["alpha"]) for t in trials}
     assert weights[("mim-fcr-ar", "synth-hand-clean")] == (50.0, 2.0)
     assert weights[("mim-fcr-ar", "synth-body-clean")] == (10.0, 2.0)
+    # the variant is what its name says: neither the grid nor the pair undoes its ablation
+    assert weights[("mim-fcr-ar/wo-ar", "synth-body-clean")] == (0.0, 2.0)
+    assert weights[("mim-fcr-ar/wo-ar", "synth-hand-clean")] == (0.0, 2.0)
     # the source-only setting uses no target data: it is a source-only row, not an adaptation
     categories = {t.label: t.category for t in trials}
-    assert categories == {"mim-fcr-ar": "domain-adaptation", "mim-fcr-ar/so": "source-only"}
+    assert categories == {
+        "mim-fcr-ar": "domain-adaptation",
+        "mim-fcr-ar/so": "source-only",
+        "mim-fcr-ar/wo-ar": "domain-adaptation",
+    }
+
+
+def test_a_method_may_get_its_own_training_settings(tmp_path):
+    """``train.methods``: a row's own learning rate and budget (a ViT among CNN rows)."""
+    grid = {**BASE, "train": {**BASE["train"], "methods": {"oracle": {"lr": 0.5, "steps": 6}}}}
+    trials = {t.method: t for t in load_grid(write(tmp_path, grid)).trials}
+    assert (trials["oracle"].train["lr"], trials["oracle"].train["steps"]) == (0.5, 6)
+    assert trials["source-only"].train["steps"] == 4
+    assert trials["source-only"].train["lr"] != 0.5

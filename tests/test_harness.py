@@ -271,6 +271,8 @@ def test_warm_started_trials_start_from_the_source_only_artifact(tmp_path, data_
         fresh = used.pop("fresh_tensors")
         loaded[name] = used.pop("loaded_tensors")
         assert loaded[name] > 0 and fresh == 0  # the whole network loads
+        assert used.pop("steps") == by["source-only"]["stages"]["train"]
+        assert used.pop("seconds") > 0
         assert used == {
             "key": artifact.key,
             "method": "source-only",

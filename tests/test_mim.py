@@ -112,6 +112,20 @@ def test_fcr_weights_reach_the_reconstruction_loss():
     assert loss(fcr=True, alpha=8.0) != pytest.approx(plain, rel=1e-3)
 
 
+def test_the_segmenter_width_is_a_setting_of_its_stage():
+    """Table 6's 64 channels by default; a CPU grid's narrower U-Net is another segmenter,
+    so another segment artifact (the width is one of the stage's reads)."""
+    from bench.methods.specs.mim_fcr_ar import SEGMENT_READS
+
+    widths = {m.out_channels for m in build().segmenter.modules() if hasattr(m, "out_channels")}
+    assert widths == {64, 1}  # every layer 64 wide, the 1×1 output conv 1
+    narrow = build(segmenter_channels=16).segmenter
+    assert {m.out_channels for m in narrow.modules() if hasattr(m, "out_channels")} == {16, 1}
+    assert "segmenter_channels" in SEGMENT_READS
+    with pytest.raises(DabenchError, match="segmenter_channels must be a positive integer"):
+        build(segmenter_channels=0)
+
+
 def test_the_segmenter_masks_every_target_training_image(hand_pair, tmp_path):
     pair = hand_pair()
     method = build()
@@ -152,11 +166,38 @@ def test_the_paper_grids_validate_in_the_papers_configuration(name):
     hp = grid.trials[0].hparams
     assert (hp["pretrain_epochs"], hp["pretrain_lr"], hp["pretrain_batch"]) == (800, 2.4e-3, 2048)
     assert hp["attn_weight"] == (100.0 if "hand" in name else 10.0)
+    # the grid's λ_attn sets the method's; the MAE rows keep their ablation (no AR)
+    mae = next(t for t in grid.trials if t.label == "mim-fcr-ar/mae")
+    assert (mae.hparams["attn_weight"], mae.hparams["fcr"]) == (0.0, False)
     assert hp["finetune_epochs"] == (50 if "hand" in name else 100)
     targets = {t.target for t in grid.trials}
     assert targets == (
         {"stb", "rhd", "pan", "gan"} if "hand" in name else {"3dpw", "3dhp", "surreal"}
     )
+
+
+def test_the_ablation_grid_runs_tables_3_4_and_9_sharing_its_stages():
+    """Every row of Tables 3, 4 and 9 on a hand and a body pair; one segmenter per pair and
+    one pre-training per distinct pre-training setting (7 for 10 rows), λ_attn per task."""
+    from bench.methods.cards import load_method_card
+
+    grid = load_grid("mim-fcr-ar-ablation")
+    labels = {t.label for t in grid.trials}
+    groups = load_method_card("mim-fcr-ar").ablation_groups
+    for table in ("design", "masks", "mask_ratio", "alpha"):
+        assert set(groups[table]) <= labels, table
+    assert len(grid.trials) == 2 * len(labels) == 20
+    runs = Counter((s.source, s.stages) for s in grid.stage_runs)
+    for source in ("synth-hand-clean", "synth-body-clean"):
+        assert (runs[(source, ("segment",))], runs[(source, ("pretrain",))]) == (1, 7)
+    starts = {(t.label, t.source): t.start.key for t in grid.trials}
+    for source in ("synth-hand-clean", "synth-body-clean"):
+        assert starts[("mim-fcr-ar", source)] == starts[("mim-fcr-ar/wo-ar", source)]
+        assert starts[("mim-fcr-ar/mae", source)] == starts[("mim-fcr-ar/wo-fcr", source)]
+    weights = {t.source: t.hparams["attn_weight"] for t in grid.trials if t.label == "mim-fcr-ar"}
+    assert weights == {"synth-hand-clean": 100.0, "synth-body-clean": 10.0}
+    model = grid.trials[0].model
+    assert (model["backbone"], model["patch_size"], model["vit_depth"]) == ("vit_tiny", 8, 4)
 
 
 def test_the_finetuning_step_regularises_attention_on_the_target_batch():

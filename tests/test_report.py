@@ -166,6 +166,38 @@ def test_diagnostics_table_shows_the_last_logged_segmenter_iou(tmp_path):
     assert "## Method diagnostics" in (report / "report.md").read_text()
 
 
+def test_methods_table_names_each_rows_network_steps_and_start():
+    """Rows with different networks and plans are told apart: the backbone as cut, the
+    head, every stage's steps (shared earlier stages included), and a method's own
+    pre-training as its start."""
+    import pandas as pd
+
+    from bench.report.tables import methods_table
+    from bench.store import network_text
+
+    cnn = {"backbone": "regnetx_002", "feature_stride": 16, "img_size": 64, "head": "volumetric"}
+    vit = {"backbone": "vit_tiny", "patch_size": 8, "vit_depth": 4, "feature_stride": 32,
+           "img_size": 64, "head": "volumetric"}  # fmt: skip
+    assert network_text(cnn) == "regnetx_002 (cut at stride 16, 64 px), volumetric head"
+    assert network_text(vit) == "vit_tiny (patch 8, 4 blocks, 64 px), volumetric head"
+    common = {"source": "a", "target": "b", "seed": 0, "warm_start": None, "start_fresh": 0}
+    df = pd.DataFrame(
+        [
+            {**common, "label": "source-only", "category": "source-only", "start_stage": None,
+             "start_loaded": None, "network": network_text(cnn), "stage_steps": "train 600"},
+            {**common, "label": "mim-fcr-ar", "category": "domain-adaptation",
+             "start_stage": "pretrain", "start_loaded": 62, "network": network_text(vit),
+             "stage_steps": "segment 125, pretrain 94, finetune 60"},
+        ]
+    )  # fmt: skip
+    table = methods_table(df).set_index("Method")
+    mim = table.loc["MIM-FCR-AR (Park et al. 2023)"]
+    assert mim["Starts from"] == "its own pretrain stage (62 tensors loaded, 0 fresh)"
+    assert mim["Steps per stage"] == "segment 125, pretrain 94, finetune 60"
+    assert table.loc["Source only", "Starts from"] == "random initialisation"
+    assert table.loc["Source only", "Network"].startswith("regnetx_002 (cut at stride 16")
+
+
 def test_paired_tests_and_ranks_with_three_seeds(three_seeds):
     table = statistics_table(open_store(three_seeds), "last", "mpjpe")
     assert table.cell("source-only", "rank").value == pytest.approx(1.0)

@@ -31,7 +31,9 @@ from bench.methods.spec import (
     register_method,
 )
 from bench.models.pose_net import ModelConfig
+from bench.report.tables import reuse_text
 from bench.runner import run_grid
+from bench.store import frame, stage_steps_text
 from bench.trainer import StageContext, StageUpdater, StepContext, Trainer, stage_lengths
 
 
@@ -236,7 +238,17 @@ def test_variants_that_differ_only_later_share_the_first_stage(
     for record in summary.records:
         (used,) = record["artifacts"]
         assert used["stage"] == "pretrain" and used["computed"] is True
+        assert used["steps"] == 3 and used["seconds"] > 0  # how the shared stage was made
         assert record["stages"] == {"finetune": 4}
+        assert stage_steps_text(record) == "pretrain 3, finetune 4"
+    # the report says what sharing the pre-training saved: 2 made, used by 3 trials
+    trials = frame(summary.records)
+    made = {k: s for arts in trials["own_artifacts"] for k, s in arts}
+    assert len(made) == 2 and sum(map(bool, trials["own_artifacts"])) == 3
+    text = reuse_text(trials)
+    shared = made[by["toy"].start.key]
+    assert text.startswith("Stage artifacts: 2 earlier stages of the methods' own plans")
+    assert f"so reusing them saved {shared:,.0f} s" in text
     # a finished grid computes nothing
     computed.clear()
     again = run_grid(

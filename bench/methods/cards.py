@@ -158,17 +158,19 @@ def load_method_card(name: str, directory: Path | None = None) -> MethodCard:
 def resolve_method(entry: str, overrides: Mapping[str, Any] | None = None) -> ResolvedMethod:
     """``method`` or ``method/variant`` plus grid overrides → typed hyper-parameters.
 
-    Precedence: the adapter's dataclass defaults < card defaults < the variant < the grid.
+    Precedence: the adapter's dataclass defaults < card defaults < the grid < the variant.
+    A variant is what its name says (``wo-ar`` has no attention regularisation, ``r0.5``
+    masks half the patches), so a grid that sets the method's configuration — λ_attn per
+    task, longer pre-training — never undoes the ablation a row stands for.
     """
     name, variant = split_label(entry)
     card = load_method_card(name)
     spec = get_spec(card.adapter)
-    values = dict(card.defaults)
+    values = {**card.defaults, **(overrides or {})}
     if variant:
         if variant not in card.variants:
             valid = ", ".join(sorted(card.variants)) or "none"
             raise DabenchError(f"unknown variant {variant!r} of method {name!r}; valid: {valid}")
         values.update(card.variants[variant] or {})
-    values.update(overrides or {})
     hparams = coerce_hparams(spec.Hparams, values, f"method {entry}")
     return ResolvedMethod(card=card, variant=variant, spec=spec, hparams=hparams)

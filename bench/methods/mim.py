@@ -74,7 +74,11 @@ class MimFcrAr(Method):
                 decoder_state = load_mae_checkpoint(backbone, hp.mae_checkpoint)
                 if decoder_state:
                     load_mae_decoder(self.decoder, decoder_state)
-        self.segmenter = UNetSegmenter(backbone.img_size) if hp.segments else None
+        self.segmenter = (
+            UNetSegmenter(backbone.img_size, channels=hp.segmenter_channels)
+            if hp.segments
+            else None
+        )
         self.attention_net: TokenEncoder | None = None  # f^A, made at fine-tuning's start
         self.segmenter_iou: float | None = None
         self._mae: torch.Tensor | None = None  # MAE's own loss of the last pre-training step

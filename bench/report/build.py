@@ -30,6 +30,7 @@ from bench.report.tables import (
     method_title,
     methods_table,
     paper_table,
+    reuse_text,
 )
 from bench.selection import SELECTION_RULES
 
@@ -213,6 +214,9 @@ def _markdown(
         "",
         f"{len(trials)} trials: " + ", ".join(f"{v} {k}" for k, v in sorted(status.items())) + ".",
     ]
+    reuse = reuse_text(trials)
+    if reuse:
+        parts += ["", reuse]
     failed = trials[trials["status"] == "failed"].sort_values(["label", "pair", "seed"])
     for _, row in failed.iterrows():
         parts.append(

@@ -87,14 +87,22 @@ def method_rows(trials: pd.DataFrame, oracle: bool = True) -> list[Row]:
 
 def start_text(rows: pd.DataFrame) -> str:
     """What a method's trials started from: random weights, or another method's network
-    and how much of it they could load (a different head starts fresh)."""
-    if "warm_start" not in rows or rows["warm_start"].isna().all():
-        return "random initialisation"
-    starts = sorted(set(rows["warm_start"].dropna()))
+    and how much of it they could load (a different head starts fresh), or the method's own
+    earlier stage (its pre-training)."""
 
     def counts(column: str) -> str:
         values = sorted({int(v) for v in rows[column].dropna()})
         return "–".join(map(str, values[:1] + values[-1:] if len(values) > 1 else values))
+
+    if "warm_start" not in rows or rows["warm_start"].isna().all():
+        own = sorted(set(rows["start_stage"].dropna())) if "start_stage" in rows else []
+        if own:
+            return (
+                f"its own {'/'.join(own)} stage ({counts('start_loaded') or '?'} tensors "
+                f"loaded, {counts('start_fresh') or '?'} fresh)"
+            )
+        return "random initialisation"
+    starts = sorted(set(rows["warm_start"].dropna()))
 
     heads = sorted({str(h) for h in rows.get("head", pd.Series(dtype=object)).dropna()})
     # the start is trained with the row's own model, so its head is the row's
@@ -106,14 +114,46 @@ def start_text(rows: pd.DataFrame) -> str:
 
 
 def methods_table(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per method: its title, how faithful it is to its paper, what it starts from."""
+    """One row per method: its title, how faithful it is to its paper, its network, its
+    training steps per stage and what it starts from."""
     labels = _ordered_labels(trials)
+
+    def distinct(label: str, column: str) -> str:
+        if column not in trials:  # records of an older store
+            return "?"
+        values = trials.loc[trials["label"] == label, column].dropna()
+        return "; ".join(dict.fromkeys(str(v) for v in values if str(v))) or "?"
+
     return pd.DataFrame(
         {
             "Method": [method_title(lb) for lb in labels],
             "Fidelity": [method_fidelity(lb) for lb in labels],
+            "Network": [distinct(lb, "network") for lb in labels],
+            "Steps per stage": [distinct(lb, "stage_steps") for lb in labels],
             "Starts from": [start_text(trials[trials["label"] == lb]) for lb in labels],
         }
+    )
+
+
+def reuse_text(trials: pd.DataFrame) -> str:
+    """What storing the earlier stages of multi-stage methods (pre-training, a segmenter)
+    once saved against every trial computing its own; "" when no two trials share one."""
+    if "own_artifacts" not in trials:
+        return ""
+    used = [a for arts in trials["own_artifacts"] for a in arts]
+    unique = dict(used)
+    if len(used) == len(unique):  # nothing shared
+        return ""
+    made, scratch = sum(unique.values()), sum(s for _, s in used)
+    users = int(sum(bool(a) for a in trials["own_artifacts"]))
+    total = float(trials["total_seconds"].fillna(0).sum()) + made
+    saved = scratch - made
+    return (
+        f"Stage artifacts: {len(unique)} earlier stages of the methods' own plans were "
+        f"computed once ({made:,.0f} s) and used by {users} trials; computing them for "
+        f"every trial would have taken {scratch:,.0f} s, so reusing them saved {saved:,.0f} s "
+        f"({saved / (total + saved):.0%} of what these trials and stages would have cost "
+        "without it)."
     )
 
 
