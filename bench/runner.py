@@ -106,6 +106,28 @@ def schedule(grid: Grid, results: Path, log: Callable[[str], None] = print) -> l
     return waves
 
 
+def critical_first(waves: list[list[Node]]) -> list[Node]:
+    """The nodes in the order they are offered to free workers: the longest chain of work
+    waiting on a node first (a segmenter before the pre-training and fine-tuning it
+    unlocks, a source-only trial before its adapters), else in wave order. A producer's
+    chain is always longer than its consumers', so the order stays topological."""
+    nodes = [n for wave in waves for n in wave]
+    made_by = {k: n.node_id for n in nodes for k in _produces(n)}
+    children: dict[str, list[Node]] = {n.node_id: [] for n in nodes}
+    for n in nodes:
+        for up in n.upstream:
+            if up.key in made_by:
+                children[made_by[up.key]].append(n)
+    height: dict[str, int] = {}
+
+    def chain(node: Node) -> int:
+        if node.node_id not in height:
+            height[node.node_id] = 1 + max((chain(c) for c in children[node.node_id]), default=-1)
+        return height[node.node_id]
+
+    return sorted(nodes, key=lambda n: -chain(n))  # stable: wave order among equals
+
+
 def prepare(nodes: list[Node], data_root: Path, progress: bool = True) -> None:
     """Generate missing synthetic shards once, in the driver, and check that every pair
     can feed every node's stages — all before the first node starts."""
@@ -138,7 +160,7 @@ def run_grid(
     results = Path(results).resolve()
     data_root = Path(data_root or shard_root()).resolve()
     waves = schedule(grid, results, log)
-    nodes = [n for wave in waves for n in wave]
+    nodes = critical_first(waves)
     trials = [n for n in nodes if isinstance(n, TrialSpec)]
     stage_runs = [n for n in nodes if isinstance(n, StageRunSpec)]
     skipped = len(grid.trials) - len(trials)

@@ -81,7 +81,7 @@ def test_named_grids_ship_with_the_package():
     assert sorted(mim) == [("pretrain",)] * 2 + [("segment",)] * 2
     (vit,) = {t.model["backbone"] for t in grid.trials if t.method == "mim-fcr-ar"}
     assert vit == "vit_tiny" and {t.model["backbone"] for t in grid.trials} == {vit, "regnetx_002"}
-    assert {t.train["steps"] for t in grid.trials if t.method == "mim-fcr-ar"} == {60}
+    assert {t.train["steps"] for t in grid.trials if t.method == "mim-fcr-ar"} == {40}
 
 
 @pytest.mark.parametrize(

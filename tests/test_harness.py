@@ -457,6 +457,22 @@ def test_ray_releases_each_node_once_its_start_artifacts_are_made(tmp_path, tiny
     assert deps.next() is None and sorted(dropped) == ["dan", "ddc"] and deps.exhausted
 
 
+def test_workers_get_the_longest_chain_of_waiting_work_first(tmp_path):
+    """The quickstart's MIM segmenters (segment → pre-train → fine-tune) are offered first,
+    then the source-only trials that four adapters wait on, then the rest; the order stays
+    topological (a node comes after every node making what it starts from)."""
+    from bench.runner import _produces, critical_first, schedule
+
+    nodes = critical_first(schedule(load_grid("quickstart"), tmp_path / "results"))
+    first = [(n.method, getattr(n, "stages", None)) for n in nodes[:4]]
+    assert first == [("mim-fcr-ar", ("segment",))] * 2 + [("source-only", ("train",))] * 2
+    made: set[str] = set()
+    for n in nodes:
+        assert all(u.key in made for u in n.upstream), n.label
+        made |= _produces(n)
+    assert len(nodes) == 18
+
+
 def test_grid_status_and_clean_say_what_stands_and_remove_what_must_be_redone(
     tmp_path, data_root, monkeypatch, capsys, tiny_grid
 ):
