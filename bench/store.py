@@ -275,7 +275,13 @@ def stage_steps_text(rec: Mapping[str, Any]) -> str:
         for a in rec.get("artifacts") or []
         if a.get("method") == rec["method"] and "steps" in a
     ]
-    return ", ".join(f"{k} {v}" for k, v in [*own, *(rec.get("stages") or {}).items()])
+    # records store stages as a key-sorted mapping: order them as they ran (the losses log)
+    ran = [e.get("stage") for e in (rec.get("curves") or {}).get("losses", [])]
+    stages = sorted(
+        (rec.get("stages") or {}).items(),
+        key=lambda kv: ran.index(kv[0]) if kv[0] in ran else len(ran),
+    )
+    return ", ".join(f"{k} {v}" for k, v in [*own, *stages])
 
 
 def frame(recs: list[Mapping[str, Any]]) -> pd.DataFrame:

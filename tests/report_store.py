@@ -14,8 +14,11 @@ from bench import store
 from bench.selection import SELECTION_RULES
 
 QUICKSTART = Path(__file__).parents[1] / "reports" / "quickstart" / "records"
-TEMPLATE: dict[str, Any] = json.loads(
-    (QUICKSTART / "0080929dada8" / "record.json").read_text()  # the body oracle, 1 evaluation
+# the body oracle of the committed quickstart run (one evaluation), whatever its trial id
+TEMPLATE: dict[str, Any] = next(
+    rec
+    for rec in (json.loads(p.read_text()) for p in sorted(QUICKSTART.glob("*/record.json")))
+    if rec["label"] == "oracle" and rec["pair"]["source"] == "synth-body-clean"
 )
 CATEGORIES = {"source-only": "source-only", "oracle": "oracle"}
 HAND = ("synth-hand-clean", "synth-hand-wild")
