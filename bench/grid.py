@@ -210,34 +210,27 @@ def dataclass_overrides(cls: type, values: Mapping[str, Any], where: str) -> dic
     return {k: coerce_value(v, fields[k].type, f"{where}: {k!r}") for k, v in values.items()}
 
 
-def _method_models(given: Any, where: str) -> dict[str, dict[str, Any]]:
-    """``model.methods``: per-method model settings over the grid's (e.g. a ViT for the
-    method that needs one, in a grid whose other rows share a CNN)."""
+def _per_method(
+    given: Any, cls: type, section: str, where: str, base: Mapping[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
+    """``<section>.methods``: per-method settings over the grid's (a ViT, its learning
+    rate and budget for the method that needs one, in a grid whose other rows share a CNN).
+    With ``base`` each method's settings are also checked as a whole config over it."""
     if given is None:
         return {}
     if not isinstance(given, dict) or not all(isinstance(v, dict) for v in given.values()):
-        raise DabenchError(f"{where}: model.methods must map method names to model settings")
-    return {
-        str(m): dataclass_overrides(ModelConfig, v, f"{where}: model.methods.{m}")
-        for m, v in given.items()
-    }
-
-
-def _method_trains(given: Any, train: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]]:
-    """``train.methods``: per-method training settings over the grid's (a ViT row's own
-    learning rate and warm-up in a grid of CNN rows), each checked as a whole config."""
-    if given is None:
-        return {}
-    if not isinstance(given, dict) or not all(isinstance(v, dict) for v in given.values()):
-        raise DabenchError(f"{where}: train.methods must map method names to train settings")
+        raise DabenchError(
+            f"{where}: {section}.methods must map method names to {section} settings"
+        )
     out = {}
     for m, v in given.items():
-        at = f"{where}: train.methods.{m}"
-        out[str(m)] = dataclass_overrides(TrainConfig, v, at)
-        try:
-            TrainConfig(**{**train, **out[str(m)]})
-        except DabenchError as exc:
-            raise DabenchError(f"{at}: {exc}") from None
+        at = f"{where}: {section}.methods.{m}"
+        out[str(m)] = dataclass_overrides(cls, v, at)
+        if base is not None:
+            try:
+                cls(**{**base, **out[str(m)]})
+            except DabenchError as exc:
+                raise DabenchError(f"{at}: {exc}") from None
     return out
 
 
@@ -472,13 +465,13 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
             raise DabenchError(f"{where}: data.{key} must be a non-negative integer, got {value!r}")
     data.update(given)
     model_raw = dict(_mapping(raw, "model", f"{where}: model"))
-    method_models = _method_models(model_raw.pop("methods", None), where)
+    method_models = _per_method(model_raw.pop("methods", None), ModelConfig, "model", where)
     model = dataclass_overrides(ModelConfig, model_raw, f"{where}: model")
     train_raw = dict(_mapping(raw, "train", f"{where}: train"))
     given_trains = train_raw.pop("methods", None)
     train = dataclass_overrides(TrainConfig, train_raw, f"{where}: train")
     train_cfg = TrainConfig(**train)  # validates values (amp, device, positive counts)
-    method_trains = _method_trains(given_trains, train, where)
+    method_trains = _per_method(given_trains, TrainConfig, "train", where, base=train)
     hparams = _mapping(raw, "hparams", where)
     method_names = {split_label(m)[0] for m in methods}
     stray = sorted(set(hparams) - method_names)
@@ -528,8 +521,7 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
                 f"per-method hyper-parameters for this pair only), got {pair!r}"
             )
         pair_hp = pair.get("hparams") or {}
-        stray = sorted(set(pair_hp) - method_names) if isinstance(pair_hp, Mapping) else None
-        if stray is None or stray:
+        if not isinstance(pair_hp, Mapping) or set(pair_hp) - method_names:
             raise DabenchError(
                 f"{where}: pair {pair['source']} → {pair['target']}: hparams must map methods "
                 f"the grid runs to their settings; methods: {sorted(method_names)}, got "

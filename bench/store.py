@@ -267,14 +267,16 @@ def network_text(model: Mapping[str, Any]) -> str:
     return f"{parts[0]} ({', '.join(parts[1:])}){head}" if len(parts) > 1 else parts[0] + head
 
 
+def own_artifacts(rec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The upstream artifacts made by the trial's own method's earlier stages (its
+    pre-training, a segmenter), not another method's network it starts from."""
+    return [a for a in rec.get("artifacts") or [] if a.get("method") == rec["method"]]
+
+
 def stage_steps_text(rec: Mapping[str, Any]) -> str:
     """The steps of every stage of the trial's method: those stored artifacts of its own
     method made (pre-training shared between variants) and those the trial ran."""
-    own = [
-        (a["stage"], a["steps"])
-        for a in rec.get("artifacts") or []
-        if a.get("method") == rec["method"] and "steps" in a
-    ]
+    own = [(a["stage"], a["steps"]) for a in own_artifacts(rec) if "steps" in a]
     # records store stages as a key-sorted mapping: order them as they ran (the losses log)
     ran = [e.get("stage") for e in (rec.get("curves") or {}).get("losses", [])]
     stages = sorted(
@@ -318,9 +320,7 @@ def frame(recs: list[Mapping[str, Any]]) -> pd.DataFrame:
             "total_seconds": rec["timings"].get("total_seconds"),
             # (key, seconds) of the stored earlier stages of the trial's own method
             "own_artifacts": [
-                (a["key"], a["seconds"])
-                for a in rec.get("artifacts") or []
-                if a.get("method") == rec["method"] and "seconds" in a
+                (a["key"], a["seconds"]) for a in own_artifacts(rec) if "seconds" in a
             ],
             "device": rec["device"],
             "metrics_version": rec["metrics_version"],

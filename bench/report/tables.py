@@ -600,22 +600,15 @@ def diagnostics_tables(store: Store) -> list[Table]:
         if card is None or not card.diagnostics:
             continue
         mine = trials[method_of == name]
-        logged = {
-            term: d
-            for term, d in card.diagnostics.items()
-            if any((tid, term) in last.index for tid in mine["trial_id"])
-        }
-        if not logged:
-            continue
-        labels = [
-            lb
-            for lb in _ordered_labels(mine)
-            if any(
-                (tid, term) in last.index
-                for tid in mine.loc[mine["label"] == lb, "trial_id"]
-                for term in logged
-            )
+        present = last.index.to_frame(index=False)  # (trial_id, term) pairs logged
+        present = present[
+            present["trial_id"].isin(mine["trial_id"]) & present["term"].isin(card.diagnostics)
         ]
+        if present.empty:
+            continue
+        logged = {t: d for t, d in card.diagnostics.items() if t in set(present["term"])}
+        logging = set(mine.loc[mine["trial_id"].isin(present["trial_id"]), "label"])
+        labels = [lb for lb in _ordered_labels(mine) if lb in logging]
         columns = [
             Column(
                 f"{s}|{t}|{term}",
