@@ -24,7 +24,7 @@ from bench.config import EVALUATION_TRAIN, NON_SEMANTIC_TRAIN, ModelConfig, Trai
 from bench.data.cards import load_dataset_card
 from bench.errors import DabenchError
 from bench.methods.cards import ResolvedMethod, resolve_method
-from bench.methods.spec import Stage, split_label
+from bench.methods.spec import Share, Stage, split_label
 from bench.selection import SELECTION_RULES
 from bench.typed import coerce_value
 from bench.yaml_files import read_mapping
@@ -354,7 +354,12 @@ def _stage_key(
             "method": r.card.name,
             "stage": stage.name,
             "reads": reads,
-            "plan": [(s.name, repr(s.length)) for s in plan],
+            # a stage's length is its own unless every stage is a share of the budget,
+            # which the plan's shares then divide
+            "length": repr(stage.length),
+            "plan": [(s.name, repr(s.length)) for s in plan]
+            if all(isinstance(s.length, Share) for s in plan)
+            else None,
             "budget": train["steps"],
             "views": {role: repr(v) for role, v in stage.views.items()},
             "source": ctx.source,

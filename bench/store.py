@@ -251,6 +251,18 @@ def load(results: Path | str) -> pd.DataFrame:
     return frame(records(Path(results)))
 
 
+def method_notes(rec: Mapping[str, Any]) -> str:
+    """What the method's declaration says a report must note about this record's row
+    (:meth:`bench.methods.spec.MethodSpec.notes`); "" for a method no longer registered."""
+    from bench.methods.spec import get_spec
+
+    try:
+        spec = get_spec(rec["method"])
+    except DabenchError:
+        return ""
+    return spec.notes(rec.get("hparams") or {})
+
+
 def network_text(model: Mapping[str, Any]) -> str:
     """A record's pose network in a few words: backbone (patch size and blocks of a ViT,
     the stride a CNN is cut at), input size and head."""
@@ -316,6 +328,7 @@ def frame(recs: list[Mapping[str, Any]]) -> pd.DataFrame:
             "steps": rec["spec"]["train"]["steps"],
             "head": rec["spec"].get("model", {}).get("head"),
             "network": network_text(rec["spec"].get("model", {})),
+            "notes": method_notes(rec),
             "stage_steps": stage_steps_text(rec),
             "total_seconds": rec["timings"].get("total_seconds"),
             # (key, seconds) of the stored earlier stages of the trial's own method

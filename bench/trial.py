@@ -205,8 +205,8 @@ def _train(
         torch.set_num_threads(max(1, int(node.resources.get("cpu", 1))))
     # Seed before the networks are built: their initial weights are part of the result.
     seed_everything(node.seed, cfg.deterministic)
-    num_joints = get_joint_set(pair.joint_set).num_joints
-    method = build_method(spec, hp, node.model_config(), num_joints, pair.root)
+    jset = get_joint_set(pair.joint_set)
+    method = build_method(spec, hp, node.model_config(), jset.num_joints, pair.root, jset)
     store = ArtifactStore(results)
     dirs, loaded = load_start(method, node, store, pair)
     since = [time.perf_counter()]

@@ -10,11 +10,12 @@ from bench.data.joints import JOINT_SETS, get_joint_set, get_mapping
 from bench.data.pairs import SPLITS
 from bench.data.schema import DATASET_SPECS, JOINT_DATASETS
 
-HANDS = ("freihand", "stb", "rhd", "pan", "gan")
-BODIES = ("h36m", "3dpw", "3dhp", "surreal")
+HANDS = ("freihand", "stb", "rhd", "pan", "gan", "h3d", "mvhand")
+BODIES = ("h36m", "3dpw", "3dhp", "surreal", "lsp")
 REAL = HANDS + BODIES
 
-# How Park et al.'s tables name each dataset, and the pairs of its Tables 1 and 2.
+# How the seed papers' tables name each dataset (Park et al.; Lin et al.: H3D, MVHand;
+# tllib's benchmark: LSP), and the pairs of their tables.
 PAPER_NAMES = {
     "freihand": "FreiHAND",
     "stb": "STB",
@@ -25,9 +26,15 @@ PAPER_NAMES = {
     "3dpw": "3DPW",
     "3dhp": "3DHP",
     "surreal": "SURREAL",
+    "h3d": "H3D",
+    "mvhand": "MVHand",
+    "lsp": "LSP",
 }
-PAPER_PAIRS = [("freihand", t) for t in ("stb", "rhd", "pan", "gan")] + [
-    ("h36m", t) for t in ("3dpw", "3dhp", "surreal")
+PAPER_PAIRS = [
+    *(("freihand", t) for t in ("stb", "rhd", "pan", "gan")),
+    *(("h36m", t) for t in ("3dpw", "3dhp", "surreal")),
+    *(("rhd", t) for t in ("h3d", "mvhand")),  # Lin et al., Table 1
+    *(("surreal", t) for t in ("h36m", "3dpw", "lsp")),  # Lin et al., Table 2; tllib
 ]
 
 # The raw joint orders each converter maps from (datasets.md §4); every card's joint set
@@ -42,6 +49,9 @@ RAW_ORDERS = {
     "3dpw": ("smpl24",),
     "3dhp": ("mpi_inf_3dhp28", "mpi_inf_3dhp17"),
     "surreal": ("smpl24",),
+    "h3d": ("hand21",),
+    "mvhand": ("hand21",),
+    "lsp": ("common14",),
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -75,13 +77,26 @@ def test_named_grids_ship_with_the_package():
     # starts from the source-only trial's export, no stage run trains a second start
     warm = [s for s in grid.stage_runs if s.method == "source-only"]
     assert len(warm) == 2 and all(s.exported_by for s in warm)
-    assert {t.model["head"] for t in grid.trials} == {"volumetric"}
+    heads = {t.method: t.model["head"] for t in grid.trials}
+    assert heads.pop("geometric-reconstruction") == "2.5d"  # the card fixes its 2.5D head
+    assert set(heads.values()) == {"volumetric"}
     # MIM-FCR-AR's ViT row: its own segmenter and pre-training per pair, its own budget
     mim = [s.stages for s in grid.stage_runs if s.method == "mim-fcr-ar"]
     assert sorted(mim) == [("pretrain",)] * 2 + [("segment",)] * 2
     (vit,) = {t.model["backbone"] for t in grid.trials if t.method == "mim-fcr-ar"}
     assert vit == "vit_tiny" and {t.model["backbone"] for t in grid.trials} == {vit, "regnetx_002"}
     assert {t.train["steps"] for t in grid.trials if t.method == "mim-fcr-ar"} == {40}
+    # geometric reconstruction: StyleNet, pre-training and generator per pair, then a short
+    # fine-tuning on frame pairs of the 8-frame wild sequences, seeded VGG features
+    geo = [s.stages for s in grid.stage_runs if s.method == "geometric-reconstruction"]
+    assert sorted(geo) == [("generator",)] * 2 + [("pretrain",)] * 2 + [("stylenet",)] * 2
+    (hp,) = {
+        json.dumps(t.hparams, sort_keys=True)
+        for t in grid.trials
+        if t.method == "geometric-reconstruction"
+    }
+    hp = json.loads(hp)
+    assert hp["features"] == "random-vgg19" and hp["stride"][1] <= 7
 
 
 @pytest.mark.parametrize(

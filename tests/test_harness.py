@@ -458,19 +458,28 @@ def test_ray_releases_each_node_once_its_start_artifacts_are_made(tmp_path, tiny
 
 
 def test_workers_get_the_longest_chain_of_waiting_work_first(tmp_path):
-    """The quickstart's MIM segmenters (segment → pre-train → fine-tune) are offered first,
-    then the source-only trials that four adapters wait on, then the rest; the order stays
-    topological (a node comes after every node making what it starts from)."""
+    """The quickstart's longest chains are offered first — geometric reconstruction's
+    StyleNets (StyleNet → pre-train → generator → fine-tune), then MIM's segmenters
+    (segment → pre-train → fine-tune) — then the source-only trials that four adapters wait
+    on come before those adapters; the order stays topological (a node comes after every
+    node making what it starts from)."""
     from bench.runner import _produces, critical_first, schedule
 
     nodes = critical_first(schedule(load_grid("quickstart"), tmp_path / "results"))
     first = [(n.method, getattr(n, "stages", None)) for n in nodes[:4]]
-    assert first == [("mim-fcr-ar", ("segment",))] * 2 + [("source-only", ("train",))] * 2
+    assert (
+        first
+        == [("geometric-reconstruction", ("stylenet",))] * 2 + [("mim-fcr-ar", ("segment",))] * 2
+    )
+    order = [n.method for n in nodes]
+    assert max(i for i, m in enumerate(order) if m == "source-only") < min(
+        i for i, m in enumerate(order) if m in ("ddc", "dan", "dann", "causal-interventions")
+    )
     made: set[str] = set()
     for n in nodes:
         assert all(u.key in made for u in n.upstream), n.label
         made |= _produces(n)
-    assert len(nodes) == 18
+    assert len(nodes) == 26
 
 
 def test_grid_status_and_clean_say_what_stands_and_remove_what_must_be_redone(

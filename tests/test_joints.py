@@ -54,6 +54,8 @@ APPROX = {
     ("coco18", "neck", "h36m17", "thorax"),
     ("coco18", "nose", "h36m17", "neck"),
     ("h36m17", "thorax", "common14", "neck"),
+    ("common14", "neck", "h36m17", "thorax"),
+    ("common14", "head_top", "h36m17", "head"),
 }
 
 REQUIRED_MAPPINGS = [
@@ -67,6 +69,7 @@ REQUIRED_MAPPINGS = [
     ("humaneva15", "h36m17"),
     ("smpl24", "h36m17"),
     ("coco18", "h36m17"),
+    ("common14", "h36m17"),  # LSP's labels
     ("h36m17", "common14"),
     ("mpi_inf_3dhp17", "common14"),
     ("mpi_inf_3dhp28", "common14"),
@@ -453,9 +456,9 @@ def test_unknown_joint_name() -> None:
 
 def test_unknown_mapping() -> None:
     with pytest.raises(DabenchError) as e:
-        get_mapping("common14", "h36m17")
+        get_mapping("common14", "mpii16")
     msg = str(e.value)
-    assert "common14->h36m17" in msg
+    assert "common14->mpii16" in msg
     for s, t in MAPPINGS:
         assert f"{s}->{t}" in msg
     with pytest.raises(DabenchError, match="h36m17"):

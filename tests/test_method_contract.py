@@ -6,6 +6,7 @@ resumed ends with the same weights and metrics as an uninterrupted one."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -13,9 +14,10 @@ import torch
 from conftest import assert_predicts_with_the_pose_net_only
 
 from bench.config import TrainConfig
+from bench.data.joints import get_joint_set
 from bench.data.pairs import pair_shards
 from bench.data.synthetic.build import synthesize
-from bench.data.views import check_views
+from bench.data.views import FramePairs, check_views
 from bench.methods.base import build_method
 from bench.methods.cards import list_method_cards, resolve_method
 from bench.models.pose_net import ModelConfig
@@ -27,19 +29,39 @@ CASES = [
     for card in list_method_cards()
     for variant in (None, *card.variants)
 ]
-# Tiny lengths for methods whose pre-training stages run for epochs (40 training images).
-SHORT = {"mim-fcr-ar": {"segment_epochs": 0.1, "pretrain_epochs": 0.1}}
+# Tiny lengths for methods whose pre-training stages run for epochs (40 training images),
+# and tiny networks where a method brings its own.
+SHORT = {
+    "mim-fcr-ar": {"segment_epochs": 0.1, "pretrain_epochs": 0.1},
+    "geometric-reconstruction": {
+        "stylenet_epochs": 0.1,
+        "pretrain_epochs": 0.1,
+        "generator_epochs": 0.1,
+        "features": "random-vgg19",
+        "feature_width": 0.125,
+        "generator_channels": 8,
+        "motion_channels": 8,
+        "motion_max_channels": 16,
+    },
+}
+# Methods that read frame pairs run on the long-sequence target (strides up to 50 frames).
+VIDEO = {"geometric-reconstruction"}
 
 
 def _plan(entry: str) -> tuple:
     """What decides the code a run goes through: stages, their views, losses and mode."""
     r = resolve_method(entry, SHORT.get(entry.partition("/")[0]))
     stages = tuple(
-        (s.name, tuple(sorted((k, repr(v)) for k, v in s.views.items())), s.manual,
+        (s.name, tuple(sorted((k, _plan_view(v)) for k, v in s.views.items())), s.manual,
          r.spec.losses(r.hparams, s.name))
         for s in r.spec.checked_stages(r.hparams)
     )  # fmt: skip
     return (r.spec.name, *stages)
+
+
+def _plan_view(view) -> str:
+    # a frame-pair stride is a number, not a code path
+    return repr(dataclasses.replace(view, stride=(0, 0)) if isinstance(view, FramePairs) else view)
 
 
 # One case per distinct plan: variants that change only numbers run the code their plan's
@@ -55,11 +77,20 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def pairs(tmp_path_factory):
     root = tmp_path_factory.mktemp("contract-shards")
-    cards = ["synth-hand-clean", "synth-hand-wild", "synth-backgrounds"]
+    cards = ["synth-hand-clean", "synth-hand-wild", "synth-hand-video", "synth-backgrounds"]
     synthesize(cards, root, n_train=40, n_test=8, size=SIZE, progress=False)
-    return pair_shards("synth-hand-clean", "synth-hand-wild", root)
+    return {
+        target: pair_shards("synth-hand-clean", target, root)
+        for target in ("synth-hand-wild", "synth-hand-video")
+    }
+
+
+@pytest.fixture
+def pair(pairs, request):
+    entry = request.node.callspec.params.get("entry", "")
+    return pairs["synth-hand-video" if entry.partition("/")[0] in VIDEO else "synth-hand-wild"]
 
 
 def build(entry: str, pair):
@@ -69,7 +100,8 @@ def build(entry: str, pair):
         tiny |= {"backbone": resolved.spec.backbones[0], "patch_size": 8, "vit_depth": 2}
     model = ModelConfig(**{**tiny, **resolved.card.model})
     torch.manual_seed(0)
-    method = build_method(resolved.spec, resolved.hparams, model, 21, pair.root)
+    jset = get_joint_set(pair.joint_set)
+    method = build_method(resolved.spec, resolved.hparams, model, 21, pair.root, jset)
     return resolved, method
 
 
@@ -89,6 +121,7 @@ def config(**changes) -> TrainConfig:
 def test_every_method_has_cases():
     names = {c.partition("/")[0] for c in CASES}
     assert {"source-only", "oracle", "ddc", "dan", "dann", "causal-interventions"} <= names
+    assert {"mim-fcr-ar", "geometric-reconstruction"} <= names
 
 
 @pytest.mark.parametrize("entry", CASES)

@@ -229,6 +229,25 @@ def test_frame_pairs_are_two_frames_of_one_sequence_and_view_a_stride_apart(pair
     assert set(strides) == {1, 2, 3}
 
 
+def test_a_stride_range_from_zero_may_pair_a_frame_with_itself(pair):
+    # Lin et al.'s Table 4 ranges [0, 5] and [0, 15] start at 0
+    strides = []
+    for b in _take(FramePairs(stride=(0, 2)).stream(pair, 12, 0), 10):
+        same = b["stride"].numpy() == 0
+        assert np.array_equal(b["index"][same, 0].numpy(), b["index"][same, 1].numpy())
+        assert torch.equal(b["images"][same, 0], b["images"][same, 1])
+        strides += b["stride"].tolist()
+    assert set(strides) == {0, 1, 2}
+
+
+def test_images_may_carry_unlabelled_fields_but_never_pose_labels(pair):
+    b = _take(Images("target", fields=("images", "K")).stream(pair, 4, 0), 1)[0]
+    assert set(b) >= {"images", "K"} and "kp2d" not in b and b["K"].shape == (4, 3, 3)
+    assert Images(fields=["images", "K"]).describe() == "target images with K"
+    with pytest.raises(DabenchError, match=r"kp2d is a pose label; .* Labelled\('target'\)"):
+        Images(fields=("images", "kp2d"))
+
+
 def test_frame_pairs_without_views_group_by_sequence_and_skip_missing_frames(root):
     target = pair_shards("synth-hand-clean", "mini", root)
     view = FramePairs(stride=(2, 5))
@@ -424,7 +443,7 @@ def test_views_are_values_and_refuse_bad_settings():
     assert isinstance(Labelled(), View) and Labelled().kind == "labelled"
     for make, match in (
         (lambda: Images("test"), "unknown domain 'test'; valid: source, target"),
-        (lambda: FramePairs(stride=(3, 2)), "1 <= lo <= hi"),
+        (lambda: FramePairs(stride=(3, 2)), "0 <= lo <= hi"),
         (lambda: MultiView(views=1), "views must be an integer >= 2"),
         (lambda: FramePairs(fields=("index",)), "reserved: index, stride"),
         (lambda: FromArtifact("seg", "m.h5", base_fields=("masks",)), "both the artifact"),

@@ -662,6 +662,15 @@ _MAPPING_LIST: tuple[JointMapping, ...] = (
         note="derived. Pelvis missing (use the hip midpoint if needed), no spine or head "
         "top; OpenPose neck (shoulder midpoint) ~ thorax, nose ~ H36M neck/nose",
     ),
+    JointMapping(
+        "common14",
+        "h36m17",
+        (_, 2, 1, 0, 3, 4, 5, _, 12, _, 13, 9, 10, 11, 8, 7, 6),
+        approximate=(8, 10),
+        note="derived, the inverse of SPIN's H36M_TO_J14 (thorax <- J14 neck); head <- "
+        "head top; pelvis (the hip midpoint, not a joint of J14), spine and neck/nose "
+        "missing. LSP's 2D-only labels reach the body sets this way",
+    ),
     # ---- -> common14 (datasets.md §4.4)
     JointMapping(
         "h36m17",

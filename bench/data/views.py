@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 _DOMAINS = ("source", "target")
 # Names a view adds to the shard's fields in its batches.
 _RESERVED = ("index", "stride")
+# Fields that are pose labels (bench.data.pairs.LABELS without images and K).
+_POSE_LABELS = ("kp2d", "kp3d", "vis")
 
 
 # -- views -----------------------------------------------------------------------------------
@@ -164,19 +166,29 @@ class Labelled(View):
 
 @dataclass(frozen=True)
 class Images(View):
-    """Training images of a domain, without labels."""
+    """Training images of a domain, without labels; ``fields`` may add unlabelled data
+    that comes with an image (its intrinsics ``K``, a ``mask``), never a pose label."""
 
     kind: ClassVar[str] = "images"
     domain: str = "target"
+    fields: tuple[str, ...] = ("images",)
 
     def __post_init__(self) -> None:
         _check_domain(self)
+        _check_fields(self)
+        labels = [f for f in self.fields if f in _POSE_LABELS]
+        if labels:
+            raise DabenchError(
+                f"Images: {', '.join(labels)} is a pose label; the labelled view is "
+                f"Labelled({self.domain!r})"
+            )
 
     def describe(self) -> str:
-        return f"{self.domain} images"
+        extra = [f for f in self.fields if f != "images"]
+        return f"{self.domain} images" + (f" with {', '.join(extra)}" if extra else "")
 
     def _fields(self) -> tuple[str, ...]:
-        return ("images",)
+        return self.fields
 
 
 @dataclass(frozen=True)
@@ -233,7 +245,8 @@ class FramePairs(View):
     those that exist for the first frame (the anchor).
 
     Batches hold every field as [B, 2, ...], "stride" [B] (frame of the second minus frame
-    of the first, > 0) and "index" [B, 2]. One unit is an anchor with at least one partner.
+    of the first, >= 0: a range from 0, such as Lin et al.'s Table 4 [0, 5], may pair a frame
+    with itself) and "index" [B, 2]. One unit is an anchor with at least one partner.
     """
 
     kind: ClassVar[str] = "frame-pairs"
@@ -249,10 +262,10 @@ class FramePairs(View):
             not isinstance(s, Sequence)
             or len(s) != 2
             or not all(_is_int(v) for v in s)
-            or not 1 <= s[0] <= s[1]
+            or not 0 <= s[0] <= s[1]
         ):
             raise DabenchError(
-                f"FramePairs: stride must be (lo, hi) with integers 1 <= lo <= hi, got {s!r}"
+                f"FramePairs: stride must be (lo, hi) with integers 0 <= lo <= hi, got {s!r}"
             )
         object.__setattr__(self, "stride", (int(s[0]), int(s[1])))
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from bench.config import ModelConfig
+from bench.data.joints import JointSet
 from bench.errors import DabenchError
 from bench.methods.spec import MethodSpec, Stage
 from bench.models.pose_net import PoseNet, Prediction
@@ -50,10 +51,24 @@ class Method(nn.Module):
 
     spec: ClassVar[type[MethodSpec]] = MethodSpec
 
-    def __init__(self, hparams: Any, model_config: ModelConfig, num_joints: int, root: int):
+    def __init__(
+        self,
+        hparams: Any,
+        model_config: ModelConfig,
+        num_joints: int,
+        root: int,
+        joint_set: JointSet | None = None,
+    ):
         super().__init__()
+        if joint_set is not None and joint_set.num_joints != num_joints:
+            raise DabenchError(
+                f"joint set {joint_set.name} has {joint_set.num_joints} joints, not {num_joints}"
+            )
         self.hparams = hparams
         self.root = root
+        # The kinematic tree, for methods that read bones (None where a caller gives only
+        # the joint count; such a method says so when it is built)
+        self.joint_set = joint_set
         self.net = PoseNet(model_config, num_joints)
         # Modules a stage froze: kept in eval mode whatever train() is asked (a frozen
         # copy's BatchNorm statistics and dropout must not change).
@@ -115,13 +130,19 @@ class Method(nn.Module):
 
 
 def build_method(
-    spec: type[MethodSpec], hparams: Any, model_config: ModelConfig, num_joints: int, root: int
+    spec: type[MethodSpec],
+    hparams: Any,
+    model_config: ModelConfig,
+    num_joints: int,
+    root: int,
+    joint_set: JointSet | None = None,
 ) -> Method:
-    """The adapter of ``spec`` built with these settings."""
+    """The adapter of ``spec`` built with these settings (``joint_set``: the pair's joints,
+    for methods that need the kinematic tree)."""
     cls = spec.method_class()
     if getattr(cls, "spec", None) is not spec:
         raise DabenchError(
             f"method {spec.name}: its adapter {cls.__name__} declares spec "
             f"{getattr(cls, 'spec', None)!r}, not {spec.__name__}"
         )
-    return cls(hparams, model_config, num_joints, root)
+    return cls(hparams, model_config, num_joints, root, joint_set)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.config import ModelConfig
+from bench.data.joints import JointSet
 from bench.methods.base import Batch, Method, StepContext
 from bench.methods.causal_modules import (
     FeatureDiscriminator,
@@ -69,9 +70,14 @@ class CausalInterventions(Method):
     spec = CausalSpec
 
     def __init__(
-        self, hparams: CausalHparams, model_config: ModelConfig, num_joints: int, root: int
+        self,
+        hparams: CausalHparams,
+        model_config: ModelConfig,
+        num_joints: int,
+        root: int,
+        joint_set: JointSet | None = None,
     ) -> None:
-        super().__init__(hparams, model_config, num_joints, root)
+        super().__init__(hparams, model_config, num_joints, root, joint_set)
         hp = hparams
         self.vae_size = vae_input_size(model_config.img_size)
         # Parts an ablation switches off are not built: no dead parameters in the optimiser.

@@ -7,7 +7,6 @@ from typing import Any
 
 from torch import Tensor
 
-from bench.config import ModelConfig
 from bench.losses import DomainDiscriminator, GradientReversal, dann_lambda, domain_adversarial_loss
 from bench.methods.base import Batch, Method, StepContext
 from bench.methods.common import WindowMean, forward_source_target
@@ -20,8 +19,9 @@ class DANN(Method):
 
     spec = DANNSpec
 
-    def __init__(self, hparams: Any, model_config: ModelConfig, num_joints: int, root: int) -> None:
-        super().__init__(hparams, model_config, num_joints, root)
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        hparams = self.hparams
         self.grl = GradientReversal(0.0)
         self.discriminator = DomainDiscriminator(self.net.feature_channels, hparams.disc_hidden)
         self._disc_acc = WindowMean()

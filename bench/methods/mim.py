@@ -12,11 +12,11 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from bench.atomic import atomic_path
 from bench.data.pairs import PairShards, eval_batches
 from bench.methods.base import Method
+from bench.methods.common import match_images
 from bench.methods.mim_modules import (
     MAEDecoder,
     attention_regularisation,
@@ -125,7 +125,9 @@ class MimFcrAr(Method):
             x = batch[role]["images"]
             masks = batch[role]["masks"].float() if "masks" in batch[role] else None
             if backgrounds is not None and masks is not None:
-                x, _ = replace_background(x, masks, _match(backgrounds, x), hp.background_prob)
+                x, _ = replace_background(
+                    x, masks, match_images(backgrounds, x), hp.background_prob
+                )
             if hp.fcr and masks is not None:
                 weights.append(fcr_weights(masks, patch, hp.alpha))
             else:
@@ -228,15 +230,3 @@ class MimFcrAr(Method):
         volumes = self.net(images)["volumes"]
         coords = decode_volumes(volumes, self.hparams.decode)
         return self.net.decode({"coords": coords}, self.root)
-
-
-def _match(backgrounds: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """One background per image (cycling through the batch) at the images' size."""
-    index = torch.arange(images.shape[0], device=backgrounds.device) % backgrounds.shape[0]
-    bg = backgrounds[index]
-    if bg.shape[1:3] != images.shape[1:3]:
-        resized = F.interpolate(
-            bg.permute(0, 3, 1, 2).float(), size=images.shape[1:3], mode="bilinear"
-        )
-        bg = resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-    return bg

@@ -219,6 +219,13 @@ class MethodSpec:
         return declared
 
     @classmethod
+    def notes(cls, hp: Mapping[str, Any]) -> str:
+        """What a report must say about a row beyond its name (a substitute for something
+        the paper uses, e.g. random-weight features where the paper loads ImageNet
+        weights), from its hyper-parameters as a record stores them; "" for nothing."""
+        return ""
+
+    @classmethod
     def method_class(cls) -> type:
         if isinstance(cls.adapter, str):
             module, _, attr = cls.adapter.partition(":")

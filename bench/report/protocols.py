@@ -122,6 +122,9 @@ class Reported:
     metric: str
     pair: str  # the paper's pair, e.g. "FreiHAND→STB"
     value: float
+    # a joint group of the metric ("mcp", "head"; the joint set's group names), "" overall:
+    # the card keeps a table's per-group columns, the report compares the overall value
+    group: str = ""
 
     @property
     def protocol(self) -> str:
@@ -151,6 +154,7 @@ def reported_numbers(label: str, raw: Any, where: str) -> list[Reported]:
                     str(entry["metric"]),
                     normalise_pair(str(pair)),
                     float(value),
+                    str(entry.get("group", "")),
                 )
             )
     return out

@@ -124,7 +124,7 @@ def methods_table(trials: pd.DataFrame) -> pd.DataFrame:
         values = trials.loc[trials["label"] == label, column].dropna()
         return "; ".join(dict.fromkeys(str(v) for v in values if str(v))) or "?"
 
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "Method": [method_title(lb) for lb in labels],
             "Fidelity": [method_fidelity(lb) for lb in labels],
@@ -133,6 +133,10 @@ def methods_table(trials: pd.DataFrame) -> pd.DataFrame:
             "Starts from": [start_text(trials[trials["label"] == lb]) for lb in labels],
         }
     )
+    notes = [distinct(lb, "notes") if "notes" in trials else "" for lb in labels]
+    if any(n and n != "?" for n in notes):  # a substitute the paper does not use
+        table["Notes"] = [n if n != "?" else "" for n in notes]
+    return table
 
 
 def reuse_text(trials: pd.DataFrame) -> str:
@@ -405,7 +409,7 @@ def paper_table(store: Store, rule: str, metrics: Sequence[str], required: bool)
         card = _card(method)
         if card is not None:
             numbers = reported_numbers(method, card.reported, f"method card {card.name}")
-            reported += [r for r in numbers if r.label in labels]
+            reported += [r for r in numbers if r.label in labels and not r.group]
     cols: list[Column] = []
     footnotes: dict[str, str] = {}
     published: dict[tuple[str, str, str], str] = {}  # (source, target, protocol) → column key

@@ -1,4 +1,12 @@
 """The built-in methods' torch-free declarations (hyper-parameters and stages); importing
 this package registers them."""
 
-from bench.methods.specs import causal, dan, dann, ddc, mim_fcr_ar, supervised  # noqa: F401
+from bench.methods.specs import (  # noqa: F401
+    causal,
+    dan,
+    dann,
+    ddc,
+    geometric,
+    mim_fcr_ar,
+    supervised,
+)
