@@ -106,11 +106,49 @@ def schedule(grid: Grid, results: Path, log: Callable[[str], None] = print) -> l
     return waves
 
 
+def node_work(node: Node) -> float:
+    """A node's work in image batches, roughly: per stage it trains, its steps (fixed, a
+    share of the budget, or epochs of its data at its batch size) times the views it reads.
+    Only for ordering: steps of different methods cost differently, but a 600-step trial
+    is not a 20-step one."""
+    from bench.methods.cards import load_method_card
+    from bench.methods.spec import Epochs, Share, Steps, coerce_hparams, get_spec
+
+    try:
+        spec = get_spec(load_method_card(node.method).adapter)
+        plan = {s.name: s for s in spec.stages(coerce_hparams(spec.Hparams, node.hparams, ""))}
+    except DabenchError:
+        return 1.0
+    batch = max(1, int(node.train.get("batch_size", 32)))
+    budget = float(node.train.get("steps", 1))
+    work = 0.0
+    for name in node.stages:
+        stage = plan.get(name)
+        if stage is None:
+            continue
+        length = stage.length
+        if isinstance(length, Steps):
+            steps = float(length.n)
+        elif isinstance(length, Share):
+            steps = length.fraction * budget
+        elif isinstance(length, Epochs):
+            role = length.role or next(iter(stage.views))
+            per_step = stage.batch_sizes.get(role) or batch
+            steps = length.n * node.data.get("n_train", budget * per_step) / per_step
+        else:
+            steps = budget
+        work += steps * len(stage.views)
+    return max(work, 1.0)
+
+
 def critical_first(waves: list[list[Node]]) -> list[Node]:
-    """The nodes in the order they are offered to free workers: the longest chain of work
-    waiting on a node first (a segmenter before the pre-training and fine-tuning it
-    unlocks, a source-only trial before its adapters), else in wave order. A producer's
-    chain is always longer than its consumers', so the order stays topological."""
+    """The nodes in the order they are offered to free workers: the most work on the
+    longest chain through a node first — its own work (:func:`node_work`) plus the most
+    of any node waiting on it — so that long trials (source-only and the oracle at the
+    full budget) and the producers of long chains (a source-only trial before its adapters,
+    a segmenter before the pre-training and fine-tuning it unlocks) start first and short
+    nodes fill the end; else in wave order. A producer's figure always exceeds its
+    consumers', so the order stays topological."""
     nodes = [n for wave in waves for n in wave]
     made_by = {k: n.node_id for n in nodes for k in _produces(n)}
     children: dict[str, list[Node]] = {n.node_id: [] for n in nodes}
@@ -118,14 +156,16 @@ def critical_first(waves: list[list[Node]]) -> list[Node]:
         for up in n.upstream:
             if up.key in made_by:
                 children[made_by[up.key]].append(n)
-    height: dict[str, int] = {}
+    work = {n.node_id: node_work(n) for n in nodes}
+    chain: dict[str, float] = {}
 
-    def chain(node: Node) -> int:
-        if node.node_id not in height:
-            height[node.node_id] = 1 + max((chain(c) for c in children[node.node_id]), default=-1)
-        return height[node.node_id]
+    def weight(node: Node) -> float:
+        if node.node_id not in chain:
+            below = max((weight(c) for c in children[node.node_id]), default=0.0)
+            chain[node.node_id] = work[node.node_id] + below
+        return chain[node.node_id]
 
-    return sorted(nodes, key=lambda n: -chain(n))  # stable: wave order among equals
+    return sorted(nodes, key=lambda n: -weight(n))  # stable: wave order among equals
 
 
 def prepare(nodes: list[Node], data_root: Path, progress: bool = True) -> None:

@@ -457,24 +457,23 @@ def test_ray_releases_each_node_once_its_start_artifacts_are_made(tmp_path, tiny
     assert deps.next() is None and sorted(dropped) == ["dan", "ddc"] and deps.exhausted
 
 
-def test_workers_get_the_longest_chain_of_waiting_work_first(tmp_path):
-    """The quickstart's longest chains are offered first — geometric reconstruction's
-    StyleNets (StyleNet → pre-train → generator → fine-tune), then MIM's segmenters
-    (segment → pre-train → fine-tune) — then the source-only trials that four adapters wait
-    on come before those adapters; the order stays topological (a node comes after every
-    node making what it starts from)."""
-    from bench.runner import _produces, critical_first, schedule
+def test_workers_get_the_most_work_on_the_longest_chain_first(tmp_path):
+    """The quickstart's 600-step trials (source-only, which four adapters wait on, and the
+    oracle) are offered first, then the chains of the multi-stage methods (a MIM segmenter
+    before the pre-training and fine-tuning it unlocks), the adapters, and the short tails
+    last; the order stays topological (a node comes after every node making what it starts
+    from)."""
+    from bench.runner import _produces, critical_first, node_work, schedule
 
     nodes = critical_first(schedule(load_grid("quickstart"), tmp_path / "results"))
     first = [(n.method, getattr(n, "stages", None)) for n in nodes[:4]]
-    assert (
-        first
-        == [("geometric-reconstruction", ("stylenet",))] * 2 + [("mim-fcr-ar", ("segment",))] * 2
-    )
-    order = [n.method for n in nodes]
-    assert max(i for i, m in enumerate(order) if m == "source-only") < min(
-        i for i, m in enumerate(order) if m in ("ddc", "dan", "dann", "causal-interventions")
-    )
+    assert first == [("source-only", ("train",))] * 2 + [("oracle", ("train",))] * 2
+    order = [(n.method, getattr(n, "stages", None)) for n in nodes]
+    assert order.index(("mim-fcr-ar", ("segment",))) < order.index(("ddc", ("train",)))
+    assert order[-2:] == [("geometric-reconstruction", ("finetune",))] * 2
+    # work: steps × views; the adapters' 75 steps read source and target
+    works = {(n.method, n.stages): node_work(n) for n in nodes}
+    assert works[("source-only", ("train",))] == 600 and works[("ddc", ("train",))] == 150
     made: set[str] = set()
     for n in nodes:
         assert all(u.key in made for u in n.upstream), n.label
