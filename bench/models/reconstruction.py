@@ -322,6 +322,12 @@ def _check_channels(**values: int) -> None:
             raise DabenchError(f"{name} must be a positive integer, got {value!r}")
 
 
+def _check_counts(**values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or value < 0:
+            raise DabenchError(f"{name} must be a non-negative integer, got {value!r}")
+
+
 class _Hourglass(nn.Module):
     """articulated-animation's ``Hourglass``: ``blocks`` down blocks (conv3×3–BN–ReLU–
     AvgPool 2×2) with channels min(max, channels·2^(i+1)), then ``blocks`` up blocks
@@ -551,12 +557,7 @@ class Generator(nn.Module):
             max_channels=max_channels,
             image_channels=image_channels,
         )
-        if not isinstance(res_blocks, int) or res_blocks < 0:
-            raise DabenchError(f"res_blocks must be a non-negative integer, got {res_blocks!r}")
-        if not isinstance(extra_channels, int) or extra_channels < 0:
-            raise DabenchError(
-                f"extra_channels must be a non-negative integer, got {extra_channels!r}"
-            )
+        _check_counts(res_blocks=res_blocks, extra_channels=extra_channels)
         self.image_channels = image_channels
         self.extra_channels = extra_channels
 
@@ -634,10 +635,7 @@ class UNetGenerator(nn.Module):
             max_channels=max_channels,
             image_channels=image_channels,
         )
-        if not isinstance(extra_channels, int) or extra_channels < 0:
-            raise DabenchError(
-                f"extra_channels must be a non-negative integer, got {extra_channels!r}"
-            )
+        _check_counts(extra_channels=extra_channels)
         self.image_channels = image_channels
         self.extra_channels = extra_channels
         widths = [min(max_channels, channels * 2**i) for i in range(blocks)]
