@@ -205,7 +205,12 @@ def test_a_killed_trial_process_is_retried_from_its_last_checkpoint(cluster, sha
     finish(start_run(cluster, path, reference, data))
     results = shared / "worker-kill"
     run = start_run(cluster, path, results, data)
-    wait_until(lambda: half_way(results, grid), what="the trial's first checkpoint")
+    # the process title names the running function only once Tune has started it, which
+    # on a fast machine can come after the first checkpoint: wait for both
+    wait_until(
+        lambda: half_way(results, grid) and trial_actors(cluster),
+        what="the trial's first checkpoint and its process",
+    )
     (actor,) = trial_actors(cluster)
     actor.send_signal(signal.SIGKILL)
     out = finish(run)
