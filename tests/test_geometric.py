@@ -322,3 +322,20 @@ def test_records_and_reports_say_which_vgg_features_a_row_used():
     assert notes(align_weight=0.0, rec_weight=0.0, features="random-vgg19") == ""  # no VGG used
     assert method_notes({"method": "source-only", "hparams": {}}) == ""
     assert method_notes({"method": "no-longer-registered", "hparams": {}}) == ""
+
+
+def test_each_pseudo_label_term_reaches_the_student():
+    """Eq. 3 through the adapter: the 2D term alone (M_2D only) and the 3D term alone
+    (M_3D only) are both non-zero and move the student's head."""
+    intrinsics = torch.tensor([[60.0, 0, 16], [0, 60.0, 16], [0, 0, 1]]).expand(8, 3, 3)
+    images = _frames(4).flatten(0, 1)
+    for schedule in ("m2d-only", "m3d-only"):
+        method = build(mask_schedule=schedule, gamma_3d=10.0)  # γ_3D keeps every keypoint
+        method.bone_sum.fill_(30.0)
+        method.bone_count.fill_(1.0)
+        method.on_stage_start(_stage(method, "finetune"), StageContext({}))
+        method.train()
+        loss = method._pseudo(method._outputs(method.net, images), images, intrinsics, _Ctx())
+        assert float(loss) > 0, schedule
+        loss.backward()
+        assert float(method.net.head.net.final.weight.grad.abs().sum()) > 0, schedule
