@@ -90,6 +90,9 @@ class Reconstructor(nn.Module):
         super().__init__()
         self.mode = hp.reconstruction
         self.bones = bones_of(jset)
+        # bone ends as index tensors once, not every step (non-persistent: not state)
+        self.register_buffer("bone_parents", torch.tensor([b[0] for b in self.bones]), False)
+        self.register_buffer("bone_children", torch.tensor([b[1] for b in self.bones]), False)
         self.num_joints = jset.num_joints
         self.motion_size = max(1, img_size // 4)  # D and C at H/4 × W/4 (Sec. 3.3.2)
         # σ of Eq. 6 in grid units (the image spans 2)
@@ -118,10 +121,9 @@ class Reconstructor(nn.Module):
         mu_b, mu_d = _expected_grid(probs_base), _expected_grid(probs_drv)
         maps_b = bone_maps(mu_b, self.bones, size, self.sigma, squared=self.squared)
         maps_d = bone_maps(mu_d, self.bones, size, self.sigma, squared=self.squared)
-        parents = torch.tensor([p for p, _ in self.bones], device=base.device)
-        children = torch.tensor([c for _, c in self.bones], device=base.device)
-        affine_b = bone_affines(maps_b, 0.5 * (mu_b[:, parents] + mu_b[:, children]))
-        affine_d = bone_affines(maps_d, 0.5 * (mu_d[:, parents] + mu_d[:, children]))
+        ends = (self.bone_parents, self.bone_children)
+        affine_b = bone_affines(maps_b, 0.5 * (mu_b[:, ends[0]] + mu_b[:, ends[1]]))
+        affine_d = bone_affines(maps_d, 0.5 * (mu_d[:, ends[0]] + mu_d[:, ends[1]]))
         small = F.interpolate(base, size=size, mode="bilinear", antialias=True)
         motion = self.motion(small, maps_b, maps_d, relative_affines(affine_d, affine_b))
         return self.generator(base, motion["flow"], motion["occlusion"])
