@@ -39,10 +39,31 @@ def coerce_value(value: Any, annotation: Any, where: str) -> Any:
             return value
     elif name.startswith("tuple"):
         if isinstance(value, list | tuple):
-            return tuple(value)
+            items = _tuple_items(name, len(value))
+            if items is None:
+                return tuple(value)
+            if len(items) == len(value):
+                try:
+                    pairs = zip(value, items, strict=True)
+                    return tuple(coerce_value(v, t, where) for v, t in pairs)
+                except DabenchError:
+                    pass  # one error below, naming the whole expected type
     else:
         return value
     raise DabenchError(f"{where} must be {name}, got {value!r}")
+
+
+def _tuple_items(name: str, length: int) -> list[str] | None:
+    """The element types a ``tuple[...]`` annotation gives a value of ``length`` items (a
+    fixed-arity annotation gives its own count), or ``None`` where it does not say (bare or
+    nested tuples)."""
+    inner = name[len("tuple[") : -1] if name.startswith("tuple[") else ""
+    if not inner or "[" in inner:
+        return None
+    parts = [part.strip() for part in inner.split(",")]
+    if len(parts) == 2 and parts[1] == "...":
+        return [parts[0]] * length
+    return parts
 
 
 def check_non_negative(where: str, **values: float) -> None:

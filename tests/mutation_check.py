@@ -84,6 +84,20 @@ MUTANTS = (
         "* kl_divergence(mu[sub], logvar[sub]).mean()",
         ("tests/test_causal.py::elbo_per_pixel",),
     ),
+    Mutant(
+        "geometric-align-against-itself",  # the positive is the anchor, not its stylised copy
+        "bench/methods/geometric.py",
+        "align = info_nce(z[:n], z[n:], hp.tau)",
+        "align = info_nce(z[:n], z[:n], hp.tau)",
+        ("tests/test_geometric.py::align_pairs",),
+    ),
+    Mutant(
+        "geometric-rec-reconstructs-the-base-frame",
+        "bench/methods/geometric.py",
+        "loss = self.perceptual(pred, _unit_images(drv))",
+        "loss = self.perceptual(pred, _unit_images(base))",
+        ("tests/test_geometric.py::driving_frame",),
+    ),
 )
 
 

@@ -118,6 +118,10 @@ def test_bad_settings_are_refused_with_the_reason():
         resolve_method("geometric-reconstruction", {"features": "vgg19", "feature_width": 0.5})
     with pytest.raises(DabenchError, match="stride must be"):
         resolve_method("geometric-reconstruction", {"stride": [9, 3]})
+    # a tuple annotation's arity and element types are the grid file's contract too
+    for bad in ([3], [5, 15, 30], [5.5, 15]):
+        with pytest.raises(DabenchError, match=r"'stride' must be tuple\[int, int\]"):
+            resolve_method("geometric-reconstruction", {"stride": bad})
     with pytest.raises(DabenchError, match="generator_epochs must be > 0"):
         resolve_method("geometric-reconstruction", {"generator_epochs": 0.0})
     with pytest.raises(DabenchError, match="unknown mask_schedule 'both'; valid: independent-"):
@@ -339,3 +343,136 @@ def test_each_pseudo_label_term_reaches_the_student():
         assert float(loss) > 0, schedule
         loss.backward()
         assert float(method.net.head.net.final.weight.grad.abs().sum()) > 0, schedule
+
+
+def test_align_pairs_each_source_image_with_its_own_stylised_copy():
+    """Eq. 2 through the adapter: z of the source images against z of *their* stylised
+    copies (StyleNet replaced by a known image transform), not of themselves or others."""
+    from bench.losses.contrastive import info_nce
+    from bench.models.backbones import normalize_images
+
+    method = build()
+    method.train()
+    g = torch.Generator().manual_seed(4)
+    src = {
+        "images": torch.randint(0, 256, (4, SIZE, SIZE, 3), dtype=torch.uint8, generator=g),
+        "kp2d": torch.rand(4, 21, 2, generator=g) * SIZE,
+        "kp3d": torch.randn(4, 21, 3, generator=g) * 30 + 500,
+        "vis": torch.ones(4, 21, dtype=torch.bool),
+    }
+    stylised = lambda x, style, alpha: x.flip(-1) * 0.5  # noqa: E731
+    method.style_net.stylize = stylised
+    batch = {"source": src, "target": {"images": src["images"]}}
+    losses = method.training_step("pretrain", batch, _Ctx())
+    x = normalize_images(src["images"])
+    z = method.net.pool(method.net(torch.cat([x, stylised(x, None, None)]))["feat"])
+    expected = info_nce(z[:4], z[4:], method.hparams.tau)
+    align = float(losses["align"].detach())
+    assert align == pytest.approx(method.hparams.align_weight * float(expected.detach()))
+    wrong = info_nce(z[:4], z[:4], method.hparams.tau)
+    assert abs(float(expected) - float(wrong)) > 1e-3  # the check can tell them apart
+
+
+def test_rec_compares_the_reconstruction_with_the_driving_frame():
+    method = build()
+    method.on_stage_start(_stage(method, "generator"), StageContext({}))
+    frames = _frames(2, seed=5)
+    base, drv = frames[:, 0], frames[:, 1]
+    probs = torch.full((2, 21, 8, 8), 1 / 64)
+    # a reconstructor that returns the driving frame exactly: L_rec = 0
+    method.reconstructor.forward = lambda b, pb, pd: drv.permute(0, 3, 1, 2).float() / 255
+    assert float(method._reconstruction(base, drv, probs, probs)) == pytest.approx(0, abs=1e-6)
+    method.reconstructor.forward = lambda b, pb, pd: b  # the base frame: L_rec > 0
+    assert float(method._reconstruction(base, drv, probs, probs)) > 0.01
+
+
+# -- features trained in-harness (trained-vgg19) ----------------------------------------------
+
+
+def test_trained_features_get_a_stage_of_their_own_shared_by_every_variant(tmp_path):
+    r = resolve_method("geometric-reconstruction/trained-features", TINY)
+    stages = r.spec.stages(r.hparams)
+    assert [s.name for s in stages] == ["features", "stylenet", "pretrain", "generator", "finetune"]
+    assert r.spec.losses(r.hparams, "features") == ("pixel",)
+    assert set(stages[0].views) == {"source", "target"}
+    # later stages depend on how the features were trained
+    assert all("feature_epochs" in s.reads for s in stages[:-1])
+    plain = resolve_method("geometric-reconstruction", TINY)
+    assert all("feature_epochs" not in (s.reads or ()) for s in plain.spec.stages(plain.hparams))
+    # with neither L_align nor L_rec no VGG is read, so nothing is trained
+    none = resolve_method(
+        "geometric-reconstruction/trained-features", {**TINY, "align_weight": 0, "rec_weight": 0}
+    )
+    assert [s.name for s in none.spec.stages(none.hparams)] == ["pretrain", "finetune"]
+    grid = load_grid(
+        write_grid(
+            tmp_path,
+            methods=["geometric-reconstruction", "geometric-reconstruction/wo-rec"],
+            pairs=[{"source": "synth-hand-clean", "target": "synth-hand-video"}],
+            model={"backbone": "resnet10t", "head": "2.5d"},
+            hparams={"geometric-reconstruction": {**TINY, "features": "trained-vgg19"}},
+            train={"steps": 4},
+        )
+    )
+    # one autoencoder for both (it is always trained to relu5_1), then one StyleNet
+    runs = Counter(run.stages[0] for run in grid.stage_runs)
+    assert runs["features"] == 1 and runs["stylenet"] == 1
+
+
+def test_trained_features_learn_in_their_stage_then_are_frozen_state():
+    method = build("geometric-reconstruction/trained-features")
+    stack_params = list(method.feature_stack.parameters())
+    assert not any(p.requires_grad for p in stack_params)
+    method.on_stage_start(_stage(method, "features"), StageContext({}))
+    assert all(p.requires_grad for p in stack_params)
+    g = torch.Generator().manual_seed(3)
+    coarse = torch.rand(4, 3, 4, 4, generator=g) * 255  # smooth images an autoencoder can learn
+    images = torch.nn.functional.interpolate(coarse, size=(SIZE, SIZE), mode="bilinear")
+    images = images.permute(0, 2, 3, 1).to(torch.uint8)
+    batch = {"source": {"images": images}, "target": {"images": images.flip(1)}}
+    params = [*stack_params, *method.feature_decoder.parameters()]
+    opt = torch.optim.Adam(params, lr=1e-3)
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        loss = method.training_step("features", batch, _Ctx())["pixel"]
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert min(losses[-5:]) < 0.85 * losses[0]
+    # the trained stack is what StyleNet's encoder and the perceptual loss read
+    first = method.feature_stack[0].weight
+    assert method.vgg.slices[0][0].weight is first
+    assert method.style_net.encoder.slices[0][0].weight is first
+    assert method.perceptual.features.slices[0][0].weight is first
+    method.on_stage_start(_stage(method, "stylenet"), StageContext({}))
+    assert not any(p.requires_grad for p in stack_params)
+    # trained weights are state: kept in the stage's artifact and restored by loading it
+    state = method.state_dict()
+    assert torch.equal(state["vgg.slices.0.0.weight"], first)
+    fresh = build("geometric-reconstruction/trained-features")
+    assert not torch.equal(fresh.feature_stack[0].weight, first)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.style_net.encoder.slices[0][0].weight, first)
+
+
+def test_trained_features_are_refused_without_a_stage_length_and_named_in_reports():
+    from bench.store import method_notes
+
+    with pytest.raises(DabenchError, match="feature_epochs must be > 0"):
+        resolve_method("geometric-reconstruction/trained-features", {"feature_epochs": 0})
+    note = method_notes(
+        {
+            "method": "geometric-reconstruction",
+            "hparams": {
+                "rec_weight": 0.1,
+                "features": "trained-vgg19",
+                "feature_width": 0.25,
+                "feature_epochs": 0.5,
+            },
+        }
+    )
+    assert note == (
+        "VGG-19 layout at width 0.25 trained here as an autoencoder of source and target "
+        "images (0.5 epochs), not ImageNet's"
+    )

@@ -45,7 +45,7 @@ from bench.models.reconstruction import (
     heatmap_to_grid,
     relative_affines,
 )
-from bench.models.style_net import StyleNet
+from bench.models.style_net import StyleNet, mirror_decoder
 from bench.models.vgg import (
     PerceptualLoss,
     VGGFeatures,
@@ -166,13 +166,28 @@ class GeometricReconstruction(Method):
         jset = self.joint_set
         self.scale_bone = scale_bone(jset)
         # Features built from a file or a seed are not state: they are rebuilt identically,
-        # so checkpoints and artifacts leave them out (a full VGG-19 is 80 MB).
+        # so checkpoints and artifacts leave them out (a full VGG-19 is 80 MB). Features
+        # trained here (trained-vgg19) are state, kept with the stage that trained them.
         self.vgg: VGGFeatures | None = None
         self.style_net: StyleNet | None = None
         self.perceptual: PerceptualLoss | None = None
+        self.feature_stack: nn.Sequential | None = None
+        self.feature_decoder: nn.Sequential | None = None
         if hp.needs_features:
             depth = "relu5_1" if hp.reconstructs else "relu4_1"
-            if hp.features == "vgg19":
+            if hp.trains_features:
+                # always to relu5_1, so that variants with and without L_rec share the
+                # trained stack (StyleNet reads its first four slices)
+                stack = random_vgg19(hp.feature_width, "relu5_1", hp.feature_seed)
+                self.feature_stack = stack
+                self.feature_decoder = mirror_decoder(stack)
+                # a 25-conv plain autoencoder barely moves from PyTorch's default conv init
+                # (activations shrink layer by layer); He init keeps their scale and it learns
+                for layer in self.feature_decoder:
+                    if isinstance(layer, nn.Conv2d):
+                        nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                        nn.init.zeros_(layer.bias)
+            elif hp.features == "vgg19":
                 if not hp.vgg_weights:
                     raise DabenchError(
                         "geometric-reconstruction: features vgg19 needs vgg_weights, a local "
@@ -210,7 +225,7 @@ class GeometricReconstruction(Method):
         self._scalars = {k: WindowMean() for k in ("overlap", "m2d", "m3d", "align", "rec")}
 
     def _rebuilt_keys(self) -> set[str]:
-        if self.vgg is None:
+        if self.vgg is None or self.feature_stack is not None:
             return set()
         frozen = {id(t) for t in (*self.vgg.parameters(), *self.vgg.buffers())}
         named = (
@@ -257,6 +272,9 @@ class GeometricReconstruction(Method):
 
     # -- stages ---------------------------------------------------------------------------------
     def on_stage_start(self, stage, ctx) -> None:
+        if self.feature_stack is not None:
+            # trainable in its own stage only; frozen features for every later one
+            self.feature_stack.requires_grad_(stage.name == "features")
         if stage.name == "generator":
             # initial weights from the trial's seed alone, whichever path led here
             with torch.random.fork_rng(devices=[]):
@@ -275,6 +293,8 @@ class GeometricReconstruction(Method):
             ema_update(self.teacher, self.net, self.hparams.ema)
 
     def training_step(self, stage: str, batch, ctx) -> dict[str, Tensor]:
+        if stage == "features":
+            return {"pixel": self._features(batch)}
         if stage == "stylenet":
             return self._stylenet(batch)
         if stage == "pretrain":
@@ -282,6 +302,17 @@ class GeometricReconstruction(Method):
         if stage == "generator":
             return {"rec": self._generator(batch)}
         return self._finetune(batch, ctx)
+
+    def _features(self, batch) -> Tensor:
+        """features trained-vgg19: the VGG stack to relu5_1 and its mirrored decoder as an
+        autoencoder, ℓ1 between source and target images (ImageNet-normalised, as the stack
+        reads them) and their reconstructions."""
+        src = batch["source"]["images"]
+        x = normalize_images(torch.cat([src, match_images(batch["target"]["images"], src)]))
+        recon = self.feature_decoder(self.feature_stack(x))
+        if recon.shape[-2:] != x.shape[-2:]:  # floor pooling of a size not divisible by 16
+            recon = F.interpolate(recon, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return (recon - x).abs().mean()
 
     def _stylenet(self, batch) -> dict[str, Tensor]:
         content = normalize_images(batch["source"]["images"])

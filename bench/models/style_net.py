@@ -81,7 +81,7 @@ def gram_matrix(feat: Tensor) -> Tensor:
     return flat @ flat.transpose(1, 2) / (c * h * w)
 
 
-def _mirror_decoder(encoder: nn.Sequential) -> nn.Sequential:
+def mirror_decoder(encoder: nn.Sequential) -> nn.Sequential:
     """Huang & Belongie's decoder: the encoder's convs in reverse with in/out channels swapped
     (reflection-padded 3×3 + ReLU), each max-pool replaced by nearest ×2 upsampling, and the
     mirror of the first conv (-> 3 channels) without activation.
@@ -125,7 +125,7 @@ class StyleNet(nn.Module):
         if style_loss not in ("gram", "mean_std"):
             raise DabenchError(f"style_loss must be 'gram' or 'mean_std', got {style_loss!r}")
         self.encoder = VGGFeatures(encoder[:end], normalized_input=True)
-        self.decoder = _mirror_decoder(encoder[:end])
+        self.decoder = mirror_decoder(encoder[:end])
         self.style_loss = style_loss
         low = [(0.0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)]
         high = [(1.0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)]

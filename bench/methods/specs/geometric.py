@@ -27,9 +27,11 @@ from bench.methods.spec import (
 from bench.typed import check_choice, check_non_negative, check_positive_int
 
 # Which pretrained features StyleNet's encoder and the perceptual loss read: a local VGG-19
-# file (torchvision or timm layout, ``vgg_weights``), or the same layout at ``feature_width``
-# with weights drawn from ``feature_seed`` (a substitute where no such file exists).
-FEATURES: tuple[str, ...] = ("vgg19", "random-vgg19")
+# file (torchvision or timm layout, ``vgg_weights``), or — substitutes where no such file
+# exists — the same layout at ``feature_width`` with weights drawn from ``feature_seed``
+# ("random-vgg19"), or that stack trained in-harness as an autoencoder of source and target
+# images in a stage of its own ("trained-vgg19").
+FEATURES: tuple[str, ...] = ("vgg19", "random-vgg19", "trained-vgg19")
 # The generator G: articulated-animation's (two down-samplings, six residual blocks, warped
 # skips: the supplement's "Johnson architecture ... following [7]") or its U-Net reading.
 GENERATORS: tuple[str, ...] = ("johnson", "unet")
@@ -81,8 +83,10 @@ class GeometricHparams(Hparams):
     # -- features of StyleNet's encoder and the perceptual loss
     features: str = "vgg19"
     vgg_weights: str = ""  # a local VGG-19 file (torchvision or timm layout)
-    feature_width: float = 1.0  # channels × width; random-vgg19 only
+    feature_width: float = 1.0  # channels × width; random-vgg19 and trained-vgg19
     feature_seed: int = 0
+    feature_epochs: float = 1.0  # trained-vgg19: the autoencoder stage, over source images
+    feature_lr: float = 1e-3
     # -- integrated pseudo-labelling (Sec. 3.3.1)
     pseudo_weight: float = 0.1  # λ_p; 0: w/o L_pseudo
     lambda_y: float = 0.1
@@ -137,6 +141,7 @@ class GeometricHparams(Hparams):
             finetune_epochs=self.finetune_epochs,
             finetune_batch=self.finetune_batch,
             feature_seed=self.feature_seed,
+            feature_epochs=self.feature_epochs,
         )
         check_positive_int(
             where,
@@ -153,6 +158,7 @@ class GeometricHparams(Hparams):
             "pretrain_epochs": self.pretrain_epochs,
             "pretrain_lr": self.pretrain_lr,
             "feature_width": self.feature_width,
+            "feature_lr": self.feature_lr,
             "gamma_3d": self.gamma_3d,
             "bone_sigma": self.bone_sigma,
             "generator_lr": self.generator_lr,
@@ -169,8 +175,13 @@ class GeometricHparams(Hparams):
             raise DabenchError(f"{where}: stride must be [lo, hi] with 0 <= lo <= hi, got {lo, hi}")
         if self.features == "vgg19" and self.feature_width != 1.0:
             raise DabenchError(
-                f"{where}: feature_width {self.feature_width} needs features random-vgg19 "
-                "(a pretrained VGG-19 file has the full width)"
+                f"{where}: feature_width {self.feature_width} needs features random-vgg19 or "
+                "trained-vgg19 (a pretrained VGG-19 file has the full width)"
+            )
+        if self.trains_features and self.feature_epochs <= 0:
+            raise DabenchError(
+                f"{where}: features trained-vgg19 are trained in their own stage: "
+                "feature_epochs must be > 0"
             )
         if self.reconstructs and self.generator_epochs <= 0:
             raise DabenchError(
@@ -195,9 +206,16 @@ class GeometricHparams(Hparams):
         """Whether VGG features are built: StyleNet's encoder or the perceptual loss."""
         return self.aligns or self.reconstructs
 
+    @property
+    def trains_features(self) -> bool:
+        """Whether a "features" stage trains the VGG stack (features trained-vgg19)."""
+        return self.needs_features and self.features == "trained-vgg19"
 
-# What each stage's output depends on: variants that differ only later share it.
+
+# What each stage's output depends on: variants that differ only later share it. A stage
+# after a "features" stage also reads that stage's settings (``_reads``).
 FEATURE_READS = ("features", "vgg_weights", "feature_width", "feature_seed")
+TRAINED_FEATURE_READS = ("feature_epochs", "feature_lr")
 STYLENET_READS = (
     *FEATURE_READS,
     "style_weight",
@@ -246,13 +264,18 @@ def _adam(params: tuple[str, ...], lr: float) -> Optim:
     )
 
 
+def _reads(hp: Any, reads: tuple[str, ...]) -> tuple[str, ...]:
+    return (*reads, *TRAINED_FEATURE_READS) if hp.trains_features else reads
+
+
 @register_method("geometric-reconstruction")
 class GeometricSpec(MethodSpec):
-    """Stages: "stylenet" (with L_align: the AdaIN StyleNet's decoder on source content and
-    target style), "pretrain" (the keypoint predictor on the source, L_sup + λ_a·L_align),
-    "generator" (with L_rec: W and G reconstruct target frames from the frozen predictor's
-    keypoints), then "finetune" (L_sup on the source; L_pseudo from a mean teacher and L_rec
-    on target frame pairs)."""
+    """Stages: "features" (with features trained-vgg19: the VGG stack and a mirrored decoder
+    as an autoencoder of source and target images), "stylenet" (with L_align: the AdaIN
+    StyleNet's decoder on source content and target style), "pretrain" (the keypoint
+    predictor on the source, L_sup + λ_a·L_align), "generator" (with L_rec: W and G
+    reconstruct target frames from the frozen predictor's keypoints), then "finetune" (L_sup
+    on the source; L_pseudo from a mean teacher and L_rec on target frame pairs)."""
 
     Hparams = GeometricHparams
     adapter = "bench.methods.geometric:GeometricReconstruction"
@@ -260,6 +283,17 @@ class GeometricSpec(MethodSpec):
     @classmethod
     def stages(cls, hp: Any) -> list[Stage]:
         stages = []
+        if hp.trains_features:
+            stages.append(
+                Stage(
+                    "features",
+                    views={"source": Images("source"), "target": Images("target")},
+                    length=Epochs(hp.feature_epochs, role="source"),
+                    optimizers={"main": _adam(("feature_stack", "feature_decoder"), hp.feature_lr)},
+                    evaluate=False,
+                    reads=_reads(hp, FEATURE_READS),
+                )
+            )
         if hp.aligns:
             stages.append(
                 Stage(
@@ -268,7 +302,7 @@ class GeometricSpec(MethodSpec):
                     length=Epochs(hp.stylenet_epochs, role="source"),
                     optimizers={"main": _adam(("style_net.decoder",), hp.stylenet_lr)},
                     evaluate=False,
-                    reads=STYLENET_READS,
+                    reads=_reads(hp, STYLENET_READS),
                 )
             )
         views: dict = {"source": Labelled("source")}
@@ -284,7 +318,7 @@ class GeometricSpec(MethodSpec):
                 batch_sizes={r: hp.pretrain_batch for r in views} if hp.pretrain_batch else {},
                 optimizers={"main": _adam(params, hp.pretrain_lr)},
                 evaluate=False,
-                reads=PRETRAIN_READS,
+                reads=_reads(hp, PRETRAIN_READS),
             )
         )
         pairs = FramePairs("target", stride=hp.stride, fields=("images", "K"))
@@ -297,7 +331,7 @@ class GeometricSpec(MethodSpec):
                     batch_sizes={"target": hp.finetune_batch} if hp.finetune_batch else {},
                     optimizers={"main": _adam(("reconstructor",), hp.generator_lr)},
                     evaluate=False,
-                    reads=GENERATOR_READS,
+                    reads=_reads(hp, GENERATOR_READS),
                 )
             )
         views = {"source": Labelled("source")}
@@ -332,6 +366,12 @@ class GeometricSpec(MethodSpec):
     def notes(cls, hp: Mapping[str, Any]) -> str:
         if not (hp.get("align_weight", 0) > 0 or hp.get("rec_weight", 0) > 0):
             return ""
+        if hp.get("features") == "trained-vgg19":
+            return (
+                f"VGG-19 layout at width {hp.get('feature_width')} trained here as an "
+                f"autoencoder of source and target images ({hp.get('feature_epochs')} epochs), "
+                "not ImageNet's"
+            )
         if hp.get("features") == "random-vgg19":
             return (
                 f"VGG-19 features with seeded random weights (seed {hp.get('feature_seed')}, "
@@ -341,6 +381,8 @@ class GeometricSpec(MethodSpec):
 
     @classmethod
     def losses(cls, hp: Any, stage: str) -> tuple[str, ...]:
+        if stage == "features":
+            return ("pixel",)
         if stage == "stylenet":
             return ("content", "style")
         if stage == "pretrain":
