@@ -22,6 +22,10 @@ BACKBONES: tuple[str, ...] = (
     "mobilenetv3_small_100",
 )
 HEADS: tuple[str, ...] = ("2.5d", "volumetric")
+# Normalisation layers of a CNN pose network: BatchNorm as built, or every BatchNorm swapped
+# for GroupNorm (Mask as Supervision: batch statistics at inference hurt its left/right
+# disambiguation)
+NORMS: tuple[str, ...] = ("batch", "group")
 AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 # Method categories (cards, records, report groups).
@@ -29,6 +33,8 @@ CATEGORIES: tuple[str, ...] = (
     "source-only",
     "domain-adaptation",
     "domain-generalisation",
+    # target images and masks (and cameras) without labels: Mask as Supervision
+    "unsupervised",
     "oracle",
 )
 
@@ -87,12 +93,20 @@ class ModelConfig:
     # this weight (0 = off). Dense gradients make training from scratch converge faster.
     heatmap_loss: float = 0.0
     heatmap_sigma: float = 1.0  # heatmap cells
+    norm: str = "batch"  # "batch" | "group" (CNN backbones, neck and head)
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
             raise DabenchError(f"unknown backbone {self.backbone!r}; valid: {', '.join(BACKBONES)}")
         if self.head not in HEADS:
             raise DabenchError(f"unknown head {self.head!r}; valid: {', '.join(HEADS)}")
+        if self.norm not in NORMS:
+            raise DabenchError(f"unknown norm {self.norm!r}; valid: {', '.join(NORMS)}")
+        if self.norm == "group" and self.backbone.startswith("vit_"):
+            raise DabenchError(
+                f"norm group swaps a CNN's BatchNorm for GroupNorm; {self.backbone} has "
+                "LayerNorm only: use norm batch"
+            )
         check_strides(self.backbone, self.output_stride, self.feature_stride)
         for name in ("img_size", "heatmap_stride", "depth_bins", "head_channels"):
             value = getattr(self, name)

@@ -263,6 +263,20 @@ def method_notes(rec: Mapping[str, Any]) -> str:
     return spec.notes(rec.get("hparams") or {})
 
 
+def method_data(rec: Mapping[str, Any]) -> str:
+    """Which data of which domain the record's method read (its stages' views, e.g.
+    "source: images, pose labels; target: images, masks"); "" for a method no longer
+    registered or hyper-parameters it no longer accepts."""
+    from bench.methods.spec import coerce_hparams, get_spec
+
+    try:
+        spec = get_spec(rec["method"])
+        hp = coerce_hparams(spec.Hparams, rec.get("hparams") or {}, rec["method"])
+        return spec.data_text(hp)
+    except DabenchError:
+        return ""
+
+
 def network_text(model: Mapping[str, Any]) -> str:
     """A record's pose network in a few words: backbone (patch size and blocks of a ViT,
     the stride a CNN is cut at), input size and head."""
@@ -329,6 +343,7 @@ def frame(recs: list[Mapping[str, Any]]) -> pd.DataFrame:
             "head": rec["spec"].get("model", {}).get("head"),
             "network": network_text(rec["spec"].get("model", {})),
             "notes": method_notes(rec),
+            "data": method_data(rec),
             "stage_steps": stage_steps_text(rec),
             "total_seconds": rec["timings"].get("total_seconds"),
             # (key, seconds) of the stored earlier stages of the trial's own method

@@ -138,8 +138,9 @@ class StepContext:
 
     def __init__(self, updater: StageUpdater, step: int = 0, progress: float = 0.0) -> None:
         self._updater = updater
-        self.step = step
-        self.progress = progress
+        self.step = step  # steps of the whole run so far
+        self.progress = progress  # fraction of the stage done
+        self.stage_step = 0  # steps of this stage so far (e.g. a paper's "first 400 steps")
 
     def backward(self, loss: torch.Tensor, optimizer: str) -> None:
         """Gradients of ``loss`` for the parameters of ``optimizer`` only."""
@@ -438,6 +439,7 @@ class Trainer:
                 batch = self.next_batch()
                 state.data_seconds += time.perf_counter() - tb
                 ctx.step, ctx.progress = state.step, i / max(1, n_steps)
+                ctx.stage_step = i
                 losses = update.step(batch, ctx)
                 state.samples += sum(len(b["images"]) for b in batch.values() if "images" in b)
                 state.step += 1

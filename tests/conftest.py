@@ -13,6 +13,7 @@ from bench.data.pairs import PairShards, pair_shards
 from bench.data.synthetic.build import synthesize
 
 HAND_PAIR = ("synth-hand-clean", "synth-hand-wild")
+BODY_PAIR = ("synth-body-clean", "synth-body-style")
 
 # A grid small enough to train a few steps per trial on the CPU in seconds.
 TINY_GRID: dict[str, Any] = {
@@ -47,6 +48,25 @@ def hand_pair(tmp_path_factory) -> Callable[..., PairShards]:
                 list(HAND_PAIR), root, n_train=n_train, n_test=n_test, size=size, progress=False
             )
             made[key] = pair_shards(*HAND_PAIR, root)
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def body_pair(tmp_path_factory) -> Callable[..., PairShards]:
+    """``body_pair(n_train, n_test, size)``: synth-body clean → style shards (4-camera
+    rigs, 8-frame sequences, masks), generated once per size for the whole session."""
+    made: dict[tuple[int, int, int], PairShards] = {}
+
+    def make(n_train: int = 64, n_test: int = 32, size: int = 64) -> PairShards:
+        key = (n_train, n_test, size)
+        if key not in made:
+            root = tmp_path_factory.mktemp(f"body-pair-{n_train}-{n_test}-{size}")
+            synthesize(
+                list(BODY_PAIR), root, n_train=n_train, n_test=n_test, size=size, progress=False
+            )
+            made[key] = pair_shards(*BODY_PAIR, root)
         return made[key]
 
     return make
@@ -87,6 +107,7 @@ class StepStub:
 
     def __init__(self, step: int = 0, progress: float = 0.0) -> None:
         self.step, self.progress = step, progress
+        self.stage_step = step
 
     def backward(self, loss, optimizer: str) -> None:  # pragma: no cover - manual stages only
         raise AssertionError("a grouped stage must not call ctx.backward")

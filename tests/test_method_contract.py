@@ -20,6 +20,7 @@ from bench.data.synthetic.build import synthesize
 from bench.data.views import FramePairs, check_views
 from bench.methods.base import build_method
 from bench.methods.cards import list_method_cards, resolve_method
+from bench.methods.spec import Steps
 from bench.models.pose_net import ModelConfig
 from bench.trainer import StageContext, StageUpdater, StepContext, Trainer
 
@@ -43,9 +44,18 @@ SHORT = {
         "motion_channels": 8,
         "motion_max_channels": 16,
     },
+    "mask-as-supervision": {
+        "psi_channels": [8, 16],
+        "stage1_epochs": 0.25,
+        "stage2_epochs": 0.25,
+        "init_steps": 1,
+        "tie_steps": 1,
+    },
 }
-# Methods that read frame pairs run on the long-sequence target (strides up to 50 frames).
+# Methods that read frame pairs run on the long-sequence target (strides up to 50 frames);
+# methods that draw human skeletons on calibrated multi-view bodies with masks.
 VIDEO = {"geometric-reconstruction"}
+BODY = {"mask-as-supervision"}
 
 
 def _plan(entry: str) -> tuple:
@@ -81,16 +91,23 @@ def pairs(tmp_path_factory):
     root = tmp_path_factory.mktemp("contract-shards")
     cards = ["synth-hand-clean", "synth-hand-wild", "synth-hand-video", "synth-backgrounds"]
     synthesize(cards, root, n_train=40, n_test=8, size=SIZE, progress=False)
+    bodies = ["synth-body-clean", "synth-body-style"]
+    synthesize(bodies, root, n_train=64, n_test=8, size=SIZE, progress=False)
     return {
-        target: pair_shards("synth-hand-clean", target, root)
-        for target in ("synth-hand-wild", "synth-hand-video")
+        **{
+            target: pair_shards("synth-hand-clean", target, root)
+            for target in ("synth-hand-wild", "synth-hand-video")
+        },
+        "synth-body-style": pair_shards(*bodies, root),
     }
 
 
 @pytest.fixture
 def pair(pairs, request):
-    entry = request.node.callspec.params.get("entry", "")
-    return pairs["synth-hand-video" if entry.partition("/")[0] in VIDEO else "synth-hand-wild"]
+    name = request.node.callspec.params.get("entry", "").partition("/")[0]
+    if name in BODY:
+        return pairs["synth-body-style"]
+    return pairs["synth-hand-video" if name in VIDEO else "synth-hand-wild"]
 
 
 def build(entry: str, pair):
@@ -101,7 +118,7 @@ def build(entry: str, pair):
     model = ModelConfig(**{**tiny, **resolved.card.model})
     torch.manual_seed(0)
     jset = get_joint_set(pair.joint_set)
-    method = build_method(resolved.spec, resolved.hparams, model, 21, pair.root, jset)
+    method = build_method(resolved.spec, resolved.hparams, model, jset.num_joints, pair.root, jset)
     return resolved, method
 
 
@@ -121,7 +138,7 @@ def config(**changes) -> TrainConfig:
 def test_every_method_has_cases():
     names = {c.partition("/")[0] for c in CASES}
     assert {"source-only", "oracle", "ddc", "dan", "dann", "causal-interventions"} <= names
-    assert {"mim-fcr-ar", "geometric-reconstruction"} <= names
+    assert {"mim-fcr-ar", "geometric-reconstruction", "mask-as-supervision"} <= names
 
 
 @pytest.mark.parametrize("entry", CASES)
@@ -135,6 +152,11 @@ def test_builds_checks_steps_and_predicts(entry, pair, tmp_path):
     for k, stage in enumerate(stages):
         method.on_stage_start(stage, StageContext(artifacts))
         method.train()
+        if stage.length == Steps(0):  # trains nothing; exports what later stages read
+            (tmp_path / stage.name).mkdir()
+            method.export_artifact(stage.name, tmp_path / stage.name, pair)
+            artifacts[stage.name] = tmp_path / stage.name
+            continue
         update = StageUpdater(method, stage, config(), steps=2)
         streams = {
             role: view.stream(pair, stage.batch_sizes.get(role, 4), seed=k, artifacts=artifacts)
@@ -158,7 +180,8 @@ def test_builds_checks_steps_and_predicts(entry, pair, tmp_path):
     method.eval()
     images = torch.randint(0, 256, (3, SIZE, SIZE, 3), dtype=torch.uint8)
     pred = method.predict(images)
-    assert pred.kp2d.shape == (3, 21, 2) and pred.rel_depth.shape == (3, 21)
+    k = method.net.num_joints
+    assert pred.kp2d.shape == (3, k, 2) and pred.rel_depth.shape == (3, k)
     others = [name for name, _ in method.named_children() if name != "net"]
     assert_predicts_with_the_pose_net_only(method, images, others)
 

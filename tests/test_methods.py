@@ -230,3 +230,20 @@ def test_source_only_and_oracle_train_and_predict(pair):
         assert any(p.grad is not None for p in method.parameters())
         pred = method.predict(batch["source"]["images"])
         assert pred.kp2d.shape == (4, 21, 2) and pred.rel_depth.shape == (4, 21)
+
+
+def test_records_say_which_data_of_which_domain_each_method_read():
+    from bench.store import method_data
+
+    def data(method: str, **hp) -> str:
+        return method_data({"method": method, "hparams": hp})
+
+    assert data("source-only") == "source: images, pose labels, intrinsics"
+    assert data("oracle") == "target: images, pose labels, intrinsics"  # the target's labels
+    assert data("dann") == "source: images, pose labels, intrinsics; target: images"
+    assert data("mim-fcr-ar", setting="source-only", attn_weight=0.0) == (
+        "source: images, masks, pose labels, intrinsics; unconstrained: images"
+    )
+    assert data("mim-fcr-ar").endswith("target: images; unconstrained: images")
+    assert data("no-longer-registered") == ""
+    assert data("dann", no_such_setting=1) == ""  # a record the method no longer accepts

@@ -694,3 +694,43 @@ def test_cnn_pose_nets_run_channels_last_with_identical_results() -> None:
         reference.channels_last = False
         ref = reference(images)["coords"]
     assert torch.allclose(out, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("backbone", ["regnetx_002", "resnet10t"])
+def test_group_norm_replaces_every_batch_norm_and_keeps_activations(backbone: str) -> None:
+    from timm.layers import BatchNormAct2d, GroupNormAct
+
+    from bench.models.pose_net import group_count, to_group_norm
+
+    cfg = dict(backbone=backbone, img_size=64, head="volumetric", head_channels=16, neck=16)
+    torch.manual_seed(0)
+    net = PoseNet(ModelConfig(**cfg, norm="group"), 17)
+    plain = PoseNet(ModelConfig(**cfg), 17)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    groups = [m for m in net.modules() if isinstance(m, nn.GroupNorm)]
+    assert groups and all(m.num_channels % m.num_groups == 0 for m in groups)
+    # timm's fused BN + activation keeps its activation (a bare GroupNorm would drop it)
+    fused = [type(m.act) for m in groups if isinstance(m, GroupNormAct)]
+    assert fused == [type(m.act) for m in plain.modules() if isinstance(m, BatchNormAct2d)]
+    assert (nn.ReLU in fused) == (backbone == "regnetx_002")
+    # no batch statistics: a sample's output is the same alone as in a batch, in training
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (3, 64, 64, 3), dtype=torch.uint8, generator=g)
+    net.train()
+    together, alone = net(images)["coords"][:1], net(images[:1])["coords"]
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
+    # a pretrained BN's affine weights seed GN's
+    bn = nn.BatchNorm2d(24)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-1, 1)
+    gn = to_group_norm(nn.Sequential(bn))[0]
+    assert isinstance(gn, nn.GroupNorm) and gn.num_groups == group_count(24) == 8
+    assert torch.equal(gn.weight, bn.weight) and torch.equal(gn.bias, bn.bias)
+
+
+def test_group_norm_is_refused_where_it_cannot_apply() -> None:
+    with pytest.raises(DabenchError, match="unknown norm 'layer'; valid: batch, group"):
+        ModelConfig(norm="layer")
+    with pytest.raises(DabenchError, match="vit_tiny has LayerNorm only"):
+        ModelConfig(backbone="vit_tiny", norm="group")

@@ -16,14 +16,11 @@ from bench.models.reconstruction import (
     Generator,
     UNetGenerator,
     bone_affines,
-    bone_maps,
-    coordinate_grid,
-    grid_to_heatmap,
-    heatmap_to_grid,
     identity_flow,
     relative_affines,
     warp,
 )
+from bench.models.skeleton_maps import bone_maps, coordinate_grid, grid_to_heatmap, heatmap_to_grid
 
 # tiny models run faster on one thread, and the test runs beside other jobs
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 
 from bench.config import TrainConfig
-from bench.data.views import Images, Labelled
+from bench.data.views import Images, Joined, Labelled, MultiView
 from bench.errors import DabenchError
 from bench.grid import load_grid
 from bench.methods.base import Method, build_method
@@ -336,3 +337,82 @@ def test_declared_losses_are_checked_every_step(pair):
     method.training_step = lambda stage, batch, ctx: {"recon": torch.zeros(()), "extra": 0}
     with pytest.raises(DabenchError, match=r"returned losses \['extra', 'recon'\].*declares"):
         update.step(batch, StepContext(update))
+
+
+# -- a stage that only exports an artifact ---------------------------------------------------
+
+
+class ArtifactSpec(MethodSpec):
+    """A first stage of Steps(0) without an optimiser that exports one row per target
+    training row (as Mask as Supervision's geodesic weights), read by the next stage
+    through a Joined multi-view view."""
+
+    Hparams = ToyHparams
+
+    @classmethod
+    def stages(cls, hp: Any) -> list[Stage]:
+        return [
+            Stage(
+                "weights",
+                views={"target": Images("target")},
+                length=Steps(0),
+                optimizers={},
+                evaluate=False,
+                reads=("pre_weight",),
+            ),
+            Stage(
+                "train",
+                views={"target": Joined(MultiView("target", 2), "weights", "w.h5", ("weights",))},
+                length=Share(1.0),
+                batch_sizes={"target": 4},
+            ),
+        ]
+
+    @classmethod
+    def losses(cls, hp: Any, stage: str) -> tuple[str, ...]:
+        return () if stage == "weights" else ("fit",)
+
+
+class ArtifactToy(Method):
+    spec = ArtifactSpec
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.exported: list[str] = []
+        self.seen: list[torch.Tensor] = []
+
+    def export_artifact(self, stage, directory, pair) -> None:
+        import h5py
+
+        self.exported.append(stage)
+        n = pair.info("target_train").num_samples
+        with h5py.File(directory / "w.h5", "w") as f:
+            f["weights"] = np.arange(n, dtype=np.float32) * self.hparams.pre_weight
+
+    def training_step(self, stage, batch, ctx):
+        tgt = batch["target"]
+        assert tgt["images"].shape[:2] == (4, 2)
+        self.seen.append(tgt["weights"] / self.hparams.pre_weight)  # the rows read
+        out = self.net(tgt["images"].flatten(0, 1))
+        return {"fit": out["coords"].float().pow(2).mean()}
+
+
+ArtifactSpec.adapter = ArtifactToy
+register_method("test-toy-artifact-stage")(ArtifactSpec)
+
+
+def test_a_stage_of_zero_steps_without_optimiser_exports_what_the_next_reads(pair, tmp_path):
+    with pytest.raises(DabenchError, match="only a stage of Steps\\(0\\)"):
+        Stage("x", views={"target": Images("target")}, length=Steps(1), optimizers={})
+    torch.manual_seed(0)
+    method = build_method(ArtifactSpec, ToyHparams(pre_weight=2.0), MODEL, 21, 0)
+    config = TrainConfig(steps=3, batch_size=8, eval_every=3, warmup_steps=0)
+    trainer = Trainer(method, pair, config, seed=0, workdir=tmp_path, progress=False)
+    assert trainer.lengths == {"weights": 0, "train": 3}
+    assert trainer.fit().status == "ok"
+    assert method.exported == ["weights"]
+    # every row of every group got its own artifact row: distinct rows of the shard
+    assert len(method.seen) == 3
+    for rows in method.seen:
+        assert rows.shape == (4, 2) and torch.equal(rows, rows.round())
+        assert bool((rows[:, 0] != rows[:, 1]).all())

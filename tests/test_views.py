@@ -23,6 +23,7 @@ from bench.data.views import (
     FramePairs,
     FromArtifact,
     Images,
+    Joined,
     Labelled,
     Masked,
     MultiView,
@@ -426,6 +427,29 @@ def test_from_artifact_joins_an_artifact_by_row(pair, tmp_path):
         FromArtifact("segment", "masks.h5", fields=("depth",)).stream(
             pair, 8, 0, artifacts={"segment": tmp_path}
         )
+
+
+def test_joined_gives_each_row_of_a_multi_view_group_its_own_artifact_row(pair, tmp_path):
+    view = Joined(MultiView(views=3, fields=("masks",)), "geodesic", "w.h5", ("weights",))
+    assert view.check(pair) == [] and view.domain == "target"
+    assert view.units(pair) == MultiView(views=3).units(pair)
+    assert view.describe() == "target multi-view groups (3 views) with weights from stage geodesic"
+    n = pair.info("target_train").num_samples
+    with h5py.File(tmp_path / "w.h5", "w") as f:
+        f["weights"] = np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None], (n, 4, 4))
+    for workers in (0, 1):
+        stream = view.stream(pair, 8, 0, artifacts={"geodesic": tmp_path}, workers=workers)
+        b = next(stream)
+        assert b["weights"].shape == (8, 3, 4, 4) and b["masks"].shape[:2] == (8, 3)
+        assert (b["weights"][..., 0, 0] == b["index"].float()).all()
+        stream.close()
+    # the same batches as the wrapped view: sampling is the wrapped view's
+    plain = next(MultiView(views=3, fields=("masks",)).stream(pair, 8, 0))
+    assert torch.equal(plain["index"], b["index"]) and torch.equal(plain["masks"], b["masks"])
+    with pytest.raises(DabenchError, match="no artifacts of stage geodesic"):
+        view.stream(pair, 8, 0, artifacts={})
+    with pytest.raises(DabenchError, match="masks cannot come from both"):
+        Joined(Masked("target"), "geodesic", "w.h5", ("masks",))
 
 
 def test_too_few_units_for_a_batch_is_one_error_naming_them(pair):

@@ -86,18 +86,20 @@ def triangulate(
     """Linear (DLT) triangulation of joints seen in several calibrated views.
 
     kp2d [V, J, 2] pixels, proj [V, 3, 4]; optional weights [V, J] (0 drops a view for a
-    joint, e.g. an invisible one). Returns world points [J, 3]. Each joint is the smallest
-    right singular vector of its stacked 2V×4 system, solved for all joints at once.
+    joint, e.g. an invisible one). Returns world points [J, 3] (float64). Each joint is the
+    smallest right singular vector of its stacked 2V×4 system, solved for all joints at once.
+
+    A numpy face of :func:`bench.models.triangulation.triangulate`, so that the project has
+    one DLT (conditioned, float64; see there for joints seen by fewer than two views).
     """
-    kp2d = np.asarray(kp2d, dtype=np.float64)
-    proj = np.asarray(proj, dtype=np.float64)
-    num_views, num_joints = kp2d.shape[:2]
-    if weights is None:
-        weights = np.ones((num_views, num_joints))
-    rows_x = kp2d[..., 0:1] * proj[:, None, 2, :] - proj[:, None, 0, :]
-    rows_y = kp2d[..., 1:2] * proj[:, None, 2, :] - proj[:, None, 1, :]
-    rows = np.concatenate([rows_x, rows_y], axis=0) * np.concatenate([weights, weights])[..., None]
-    system = rows.transpose(1, 0, 2)  # [J, 2V, 4]
-    _, _, vt = np.linalg.svd(system)
-    hom = vt[:, -1, :]
-    return hom[:, :3] / hom[:, 3:4]
+    # Imported here, not at the top: bench.models pulls in timm, which importing the numpy
+    # geometry should not cost.
+    import torch
+
+    from bench.models.triangulation import triangulate as dlt
+
+    def batch(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(x, dtype=np.float64))[None]
+
+    w = None if weights is None else batch(weights)
+    return dlt(batch(kp2d), batch(proj), w)[0].numpy()

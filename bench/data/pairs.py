@@ -16,7 +16,6 @@ from bench.data.shards import ShardDataset, ShardInfo, read_shard_info
 from bench.errors import DabenchError
 from bench.paths import shard_root
 
-LABELS = ("images", "kp2d", "kp3d", "vis", "K")
 BACKGROUNDS_CARD = "synth-backgrounds"
 DOMAINS = ("source", "target")
 SPLITS = ("train", "test")

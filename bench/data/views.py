@@ -33,8 +33,10 @@ if TYPE_CHECKING:
 _DOMAINS = ("source", "target")
 # Names a view adds to the shard's fields in its batches.
 _RESERVED = ("index", "stride")
-# Fields that are pose labels (bench.data.pairs.LABELS without images and K).
+# Fields that are pose labels, and what a labelled view delivers with them (defined here,
+# not in bench.data.pairs, which imports torch).
 _POSE_LABELS = ("kp2d", "kp3d", "vis")
+LABELS = ("images", *_POSE_LABELS, "K")
 
 
 # -- views -----------------------------------------------------------------------------------
@@ -159,8 +161,6 @@ class Labelled(View):
         return f"labelled {self.domain} images"
 
     def _fields(self) -> tuple[str, ...]:
-        from bench.data.pairs import LABELS
-
         return LABELS
 
 
@@ -208,8 +208,6 @@ class Masked(View):
     def _fields(self) -> tuple[str, ...]:
         if not self.labels:
             return ("images", "masks")
-        from bench.data.pairs import LABELS
-
         return (*LABELS, "masks")
 
 
@@ -387,16 +385,73 @@ class FromArtifact(View):
         return self.base_fields
 
     def _reader(self, pair: PairShards, artifacts: Mapping[str, Path] | None) -> Any:
-        base = super()._reader(pair, artifacts)
-        if not artifacts or self.stage not in artifacts:
-            have = ", ".join(sorted(artifacts or {})) or "none"
+        return _join_artifact(self, super()._reader(pair, artifacts), pair, artifacts)
+
+
+@dataclass(frozen=True)
+class Joined(View):
+    """Another view's batches plus per-row ``fields`` from the HDF5 file ``artifacts[stage]
+    / file`` of an earlier stage (one row per row of the domain's training shard), joined by
+    shard row: for views that read several rows per unit — ``Joined(MultiView("target", 4,
+    ("images", "masks")), "geodesic", "weights.h5", ("weights",))`` gives every view of a
+    group its own row of the artifact, shaped [B, V, ...] like the view's fields.
+
+    Everything else (checks, units, sampling) is the wrapped view's; `check` cannot see the
+    artifact (it is made during the run), `stream` checks it.
+    """
+
+    kind: ClassVar[str] = "joined"
+    view: View
+    stage: str
+    file: str
+    fields: tuple[str, ...] = ("masks",)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.view, View) or isinstance(self.view, Backgrounds):
             raise DabenchError(
-                f"{self.describe()}: no artifacts of stage {self.stage} (stages with "
-                f"artifacts: {have}); that stage must come earlier in the method's plan"
+                f"Joined: view must be a view of the source or target training shard, "
+                f"got {self.view!r}"
             )
-        path = Path(artifacts[self.stage]) / self.file
-        _check_artifact(path, self.fields, len(base), self._path(pair))
-        return _ArtifactJoin(base, path, self.fields)
+        _check_fields(self)
+        for name in ("stage", "file"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise DabenchError(
+                    f"Joined: {name} must be a non-empty string, got {getattr(self, name)!r}"
+                )
+        both = sorted(set(self.fields) & set(self.view._fields()))
+        if both:
+            raise DabenchError(
+                f"Joined: {', '.join(both)} cannot come from both the artifact and the "
+                f"shard; drop it from fields or from the wrapped view's fields"
+            )
+
+    @property
+    def domain(self) -> str | None:
+        return _domain(self.view)
+
+    def describe(self) -> str:
+        return f"{self.view.describe()} with {', '.join(self.fields)} from stage {self.stage}"
+
+    def check(self, pair: PairShards) -> list[str]:
+        return self.view.check(pair)
+
+    def _role(self) -> str:
+        return self.view._role()
+
+    def _card(self, pair: PairShards) -> str:
+        return self.view._card(pair)
+
+    def _fields(self) -> tuple[str, ...]:
+        return self.view._fields()
+
+    def _rows(self, pair: PairShards, source_indices: np.ndarray | None) -> np.ndarray:
+        return self.view._rows(pair, source_indices)
+
+    def _index(self, pair: PairShards, rows: np.ndarray) -> _Sampler:
+        return self.view._index(pair, rows)
+
+    def _reader(self, pair: PairShards, artifacts: Mapping[str, Path] | None) -> Any:
+        return _join_artifact(self, self.view._reader(pair, artifacts), pair, artifacts)
 
 
 def check_views(label: str, views: Mapping[str, View], pair: PairShards) -> None:
@@ -598,6 +653,21 @@ class _GroupIndex(_Sampler):
 
 
 # -- artifacts -------------------------------------------------------------------------------
+
+
+def _join_artifact(
+    view: FromArtifact | Joined, base: Any, pair: PairShards, artifacts: Mapping[str, Path] | None
+) -> _ArtifactJoin:
+    """``base`` (a shard reader) joined with ``view.fields`` of its stage's artifact file."""
+    if not artifacts or view.stage not in artifacts:
+        have = ", ".join(sorted(artifacts or {})) or "none"
+        raise DabenchError(
+            f"{view.describe()}: no artifacts of stage {view.stage} (stages with "
+            f"artifacts: {have}); that stage must come earlier in the method's plan"
+        )
+    path = Path(artifacts[view.stage]) / view.file
+    _check_artifact(path, view.fields, len(base), view._path(pair))
+    return _ArtifactJoin(base, path, view.fields)
 
 
 def _check_artifact(path: Path, fields: Sequence[str], num: int, shard: Path) -> None:

@@ -41,10 +41,9 @@ from bench.models.reconstruction import (
     Generator,
     UNetGenerator,
     bone_affines,
-    bone_maps,
-    heatmap_to_grid,
     relative_affines,
 )
+from bench.models.skeleton_maps import bone_maps, heatmap_to_grid
 from bench.models.style_net import StyleNet, mirror_decoder
 from bench.models.vgg import (
     PerceptualLoss,

@@ -24,6 +24,18 @@ FACTORIES: tuple[str, ...] = ("adamw", "adam", "sgd")
 SCHEDULES: tuple[str, ...] = ("warmup-cosine", "multistep", "constant")
 
 
+# Shard fields and view kinds in the words a report uses for "which data a row used".
+_DATA_WORDS = {
+    "kp2d": "pose labels",
+    "kp3d": "pose labels",
+    "vis": "pose labels",
+    "K": "intrinsics",
+    "cam_R": "cameras",
+    "cam_t": "cameras",
+}
+_STRUCTURE_WORDS = {"frame-pairs": "frame pairs", "multi-view": "multi-view groups"}
+
+
 # -- stage lengths ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Steps:
@@ -149,8 +161,11 @@ class Stage:
     def __post_init__(self) -> None:
         if not self.views:
             raise DabenchError(f"stage {self.name!r} reads no view")
-        if not self.optimizers:
-            raise DabenchError(f"stage {self.name!r} has no optimiser")
+        if not self.optimizers and self.length != Steps(0):
+            raise DabenchError(
+                f"stage {self.name!r} has no optimiser (only a stage of Steps(0), which "
+                "trains nothing and exports an artifact, may have none)"
+            )
         unknown = sorted(set(self.batch_sizes) - set(self.views))
         if unknown:
             raise DabenchError(
@@ -224,6 +239,26 @@ class MethodSpec:
         the paper uses, e.g. random-weight features where the paper loads ImageNet
         weights), from its hyper-parameters as a record stores them; "" for nothing."""
         return ""
+
+    @classmethod
+    def data_used(cls, hp: Any) -> dict[str, list[str]]:
+        """Which data of which domain the stages read, in report words (domain →
+        ["images", "pose labels", "masks", ...]); "unconstrained" for background images.
+        Derived from the stages' views, so it cannot drift from what the method reads."""
+        used: dict[str, list[str]] = {}
+        for stage in cls.stages(hp):
+            for view in stage.views.values():
+                words = used.setdefault(getattr(view, "domain", None) or "unconstrained", [])
+                found = [_DATA_WORDS.get(f, f) for f in view._fields()]
+                found += [_STRUCTURE_WORDS[view.kind]] if view.kind in _STRUCTURE_WORDS else []
+                words += [w for w in dict.fromkeys(found) if w not in words]
+        order = {"source": 0, "target": 1}
+        return dict(sorted(used.items(), key=lambda kv: order.get(kv[0], 2)))
+
+    @classmethod
+    def data_text(cls, hp: Any) -> str:
+        """:meth:`data_used` as one line: "source: images, pose labels; target: images"."""
+        return "; ".join(f"{d}: {', '.join(w)}" for d, w in cls.data_used(hp).items())
 
     @classmethod
     def method_class(cls) -> type:

@@ -30,9 +30,11 @@ towards 0), so ``decode({"coords": targets(kp2d, kp3d, root)}, root)`` returns `
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+from timm.layers import BatchNormAct2d, GroupNormAct
 from torch import Tensor, nn
 
 from bench.config import ModelConfig
@@ -61,6 +63,36 @@ def coord_l1(pred: Tensor, target: Tensor, vis: Tensor) -> Tensor:
     weights = torch.cat([w_xy, w_z], dim=-1)
     diff = torch.where(weights > 0, pred - target.to(pred.dtype), torch.zeros_like(pred))
     return (diff.abs() * weights).mean()
+
+
+def group_count(channels: int, most: int = 32) -> int:
+    """GroupNorm groups for ``channels``: Wu & He's 32 where it divides them, else the
+    largest common divisor with 32 (regnetx_002's 24 channels: 8 groups of 3)."""
+    return math.gcd(channels, most)
+
+
+def to_group_norm(module: nn.Module) -> nn.Module:
+    """Swap every BatchNorm2d of ``module`` for GroupNorm in place (the affine weights carry
+    over, so a pretrained BN's γ and β seed GN's; running statistics are dropped). timm's
+    fused BatchNormAct2d becomes a GroupNormAct that keeps its activation and drop layer."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.BatchNorm2d):
+            groups = group_count(child.num_features)
+            if isinstance(child, BatchNormAct2d):
+                gn = GroupNormAct(
+                    child.num_features, groups, eps=child.eps, affine=child.affine, apply_act=False
+                )
+                gn.act, gn.drop = child.act, child.drop
+            else:
+                gn = nn.GroupNorm(groups, child.num_features, eps=child.eps, affine=child.affine)
+            if child.affine:
+                with torch.no_grad():
+                    gn.weight.copy_(child.weight)
+                    gn.bias.copy_(child.bias)
+            setattr(module, name, gn)
+        else:
+            to_group_norm(child)
+    return module
 
 
 class PoseNet(nn.Module):
@@ -106,6 +138,8 @@ class PoseNet(nn.Module):
                 num_deconv,
                 config.head_channels,
             )
+        if config.norm == "group":
+            to_group_norm(self)
         # NHWC convolutions are markedly faster on CPUs (oneDNN) and with AMP on GPUs; uint8
         # images arrive as [B,H,W,3], which is already that layout once permuted.
         self.channels_last = not self.backbone.is_vit

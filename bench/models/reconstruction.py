@@ -6,12 +6,10 @@ No official code exists; the building blocks follow snap-research/articulated-an
 (region affines from heatmap covariances, the pixel-wise flow hourglass, the Johnson
 generator with warped skips), re-written here.
 
-Coordinates: everything works in normalised grid coordinates x, y ∈ [−1, 1], x first, the
-convention of ``torch.nn.functional.grid_sample`` with ``align_corners=False``: the centre of
-pixel i of a map of width w sits at (2i + 1)/w − 1, so the map's outer *edges* are at ±1.
-:func:`heatmap_to_grid` converts from heatmap pixels (centres at integers, as in
-:mod:`bench.models.heatmaps`). Because the grid is resolution-free, a keypoint, a bone map's
-σ and an affine mean the same thing at every map size.
+Coordinates: everything works in normalised grid coordinates x, y ∈ [−1, 1], x first (see
+:mod:`bench.models.skeleton_maps`, which also holds the bone maps of Eq. 6, shared with Mask
+as Supervision's skeleton mask). Because the grid is resolution-free, a keypoint, a bone
+map's σ and an affine mean the same thing at every map size.
 
 Direction of the warp: ``grid_sample`` pulls, so a flow holds, for every pixel of the
 *driving* frame, the location in the *base* image to read from (D^{drv←b} of the paper).
@@ -19,7 +17,6 @@ Direction of the warp: ``grid_sample`` pulls, so a flow holds, for every pixel o
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 
 import torch
@@ -27,6 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.errors import DabenchError
+from bench.models.skeleton_maps import (
+    coordinate_grid,
+)
 
 # below this squared eigen-gap (covariance units², far under float32 resolution of any real
 # bone) the covariance is treated as exactly isotropic, so no sqrt is taken of a zero
@@ -35,110 +35,7 @@ _TINY = 1e-30
 _GAP_DAMPING = 1e-3
 
 
-# --- coordinates ------------------------------------------------------------------------------
-
-
-def heatmap_to_grid(xy_hm: Tensor, size: tuple[int, int]) -> Tensor:
-    """Heatmap px [...,2] (pixel centres at integers, x first) -> normalised grid coordinates
-    for a map of ``size`` = (h, w): ``(2·x + 1)/w − 1``, ``(2·y + 1)/h − 1``."""
-    h, w = _check_size(size)
-    x = (2 * xy_hm[..., 0] + 1) / w - 1
-    y = (2 * xy_hm[..., 1] + 1) / h - 1
-    return torch.stack([x, y], dim=-1)
-
-
-def grid_to_heatmap(xy_grid: Tensor, size: tuple[int, int]) -> Tensor:
-    """Normalised grid coordinates [...,2] -> heatmap px of a map of ``size`` = (h, w); the
-    inverse of :func:`heatmap_to_grid`."""
-    h, w = _check_size(size)
-    x = ((xy_grid[..., 0] + 1) * w - 1) / 2
-    y = ((xy_grid[..., 1] + 1) * h - 1) / 2
-    return torch.stack([x, y], dim=-1)
-
-
-def coordinate_grid(
-    h: int,
-    w: int,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-) -> Tensor:
-    """Pixel centres of an h×w map in grid coordinates, [h,w,2] with [..., 0] = x. Passed to
-    ``grid_sample`` (batched) it is the identity warp."""
-    h, w = _check_size((h, w))
-    dtype = dtype or torch.get_default_dtype()
-    xs = (2 * torch.arange(w, device=device, dtype=dtype) + 1) / w - 1
-    ys = (2 * torch.arange(h, device=device, dtype=dtype) + 1) / h - 1
-    return torch.stack([xs.expand(h, w), ys[:, None].expand(h, w)], dim=-1)
-
-
-def _check_size(size: Sequence[int]) -> tuple[int, int]:
-    try:
-        h, w = (operator.index(s) for s in size)
-    except (TypeError, ValueError):
-        h = w = 0
-    if h < 1 or w < 1:
-        raise DabenchError(f"size must be (h, w) with positive integers, got {size!r}")
-    return h, w
-
-
 # --- bone maps and affines (Eqs. 6–7) ----------------------------------------------------------
-
-
-def bone_maps(
-    points: Tensor,
-    bones: Sequence[tuple[int, int]],
-    size: tuple[int, int],
-    sigma: float,
-    squared: bool = True,
-) -> Tensor:
-    """Eq. 6: b_j(p) = exp(−d_j(p)/σ²) for every bone j = (parent, child), [B,J,h,w].
-
-    ``points`` [B,K,2] are keypoints in grid coordinates; d_j(p) is the distance from the
-    pixel centre p to the *segment* parent→child (projection clamped to the segment), so the
-    map is exactly 1 on the segment. ``squared=True`` (default) uses the squared distance,
-    the Gaussian-tube form of S003 (Mask as Supervision, Eq. 15) — S001 prints d without a
-    square, which makes a cusp along the bone and a σ² with units of length; we read it as
-    a typo but keep it selectable (``squared=False``). ``sigma`` is in grid units.
-
-    A zero-length bone (parent == child) degenerates to the distance to that point; its
-    value and gradient stay finite (the projection parameter is set to 0 through a double
-    ``where``, and the unsquared distance has gradient 0 where d = 0). Differentiable w.r.t.
-    ``points``.
-    """
-    if points.ndim != 3 or points.shape[-1] != 2:
-        raise DabenchError(f"points must be [B,K,2], got {list(points.shape)}")
-    if sigma <= 0:
-        raise DabenchError(f"sigma must be > 0, got {sigma}")
-    k = points.shape[1]
-    if len(bones) == 0 or any(
-        len(bone) != 2 or not all(0 <= int(i) < k for i in bone) for bone in bones
-    ):
-        raise DabenchError(
-            f"bones must be a non-empty sequence of (parent, child) indices into {k} keypoints, "
-            f"got {list(bones)!r}"
-        )
-    h, w = _check_size(size)
-    parents = points[:, [int(p) for p, _ in bones]]  # [B,J,2]
-    children = points[:, [int(c) for _, c in bones]]
-    grid = coordinate_grid(h, w, points.device, points.dtype)  # [h,w,2]
-    seg = (children - parents)[:, :, None, None, :]  # [B,J,1,1,2]
-    rel = grid - parents[:, :, None, None, :]  # [B,J,h,w,2]
-    length2 = (seg * seg).sum(-1)
-    proper = length2 > _TINY
-    t = (rel * seg).sum(-1) / torch.where(proper, length2, torch.ones_like(length2))
-    t = torch.where(proper, t.clamp(0.0, 1.0), torch.zeros_like(t))
-    diff = rel - t[..., None] * seg
-    d2 = (diff * diff).sum(-1)
-    if squared:
-        dist = d2
-    else:
-        on_segment = d2 <= 0
-        dist = torch.where(
-            on_segment,
-            torch.zeros_like(d2),
-            torch.sqrt(torch.where(on_segment, torch.ones_like(d2), d2)),
-        )
-    return torch.exp(-dist / sigma**2)
 
 
 def bone_affines(maps: Tensor, centres: Tensor, eps: float = 1e-6) -> Tensor:
@@ -687,10 +584,6 @@ __all__ = [
     "Generator",
     "UNetGenerator",
     "bone_affines",
-    "bone_maps",
-    "coordinate_grid",
-    "grid_to_heatmap",
-    "heatmap_to_grid",
     "identity_flow",
     "relative_affines",
     "warp",

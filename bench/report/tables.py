@@ -114,8 +114,9 @@ def start_text(rows: pd.DataFrame) -> str:
 
 
 def methods_table(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per method: its title, how faithful it is to its paper, its network, its
-    training steps per stage and what it starts from."""
+    """One row per method: its title, how faithful it is to its paper, its network, which
+    data of which domain it trained on, its training steps per stage and what it starts
+    from."""
     labels = _ordered_labels(trials)
 
     def distinct(label: str, column: str) -> str:
@@ -129,6 +130,7 @@ def methods_table(trials: pd.DataFrame) -> pd.DataFrame:
             "Method": [method_title(lb) for lb in labels],
             "Fidelity": [method_fidelity(lb) for lb in labels],
             "Network": [distinct(lb, "network") for lb in labels],
+            "Data": [distinct(lb, "data") for lb in labels],
             "Steps per stage": [distinct(lb, "stage_steps") for lb in labels],
             "Starts from": [start_text(trials[trials["label"] == lb]) for lb in labels],
         }

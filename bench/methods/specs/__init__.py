@@ -7,6 +7,7 @@ from bench.methods.specs import (  # noqa: F401
     dann,
     ddc,
     geometric,
+    mask_supervision,
     mim_fcr_ar,
     supervised,
 )

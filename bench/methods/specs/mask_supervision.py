@@ -1,0 +1,274 @@
+"""Mask as Supervision (S003, ECCV 2024): declaration. Unsupervised 3D human pose from
+silhouettes: a skeleton mask drawn from the detector's keypoints (re-projected from their
+multi-view triangulation where calibrated views exist) and a shape prior network's
+silhouette of it are compared with the person's mask, over a three-stage cascade. It reads
+target images, masks and cameras only — never a pose label. The choices where the paper is
+silent are argued in ``methods/mask-as-supervision.yaml``; the adapter is
+``bench/methods/mask_supervision.py``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bench.data.views import Joined, Masked, MultiView, View
+from bench.errors import DabenchError
+from bench.methods.spec import (
+    Epochs,
+    Hparams,
+    MethodSpec,
+    Optim,
+    Schedule,
+    Share,
+    Stage,
+    Steps,
+    register_method,
+)
+from bench.typed import check_choice, check_non_negative, check_positive_int
+
+# "multi-view": calibrated groups of ``views`` images of one moment; the mask of each view is
+# drawn from the re-projection of the views' triangulated keypoints (Δ of Table 4).
+# "single-view": every image alone, its mask drawn from its own keypoints (no Δ).
+TRAININGS: tuple[str, ...] = ("multi-view", "single-view")
+STRUCTURES: tuple[str, ...] = ("skeleton", "points")  # "points": Table 5, no structure prior
+MERGES: tuple[str, ...] = ("sum", "max")
+PSI_NORMS: tuple[str, ...] = ("batch", "group")
+CASCADE: tuple[str, ...] = ("stage1", "stage2", "stage3")
+FORMS: tuple[str, ...] = ("tight", "medium", "loose")  # the skeleton form of each stage
+GEODESIC_FILE = "geodesic.h5"  # the weights G of every target training mask
+
+
+@dataclass(frozen=True)
+class MaskHparams(Hparams):
+    training: str = "multi-view"
+    views: int = 4  # calibrated views per group (Human3.6M: 4)
+    # -- skeleton mask (Eqs. 4, 15–17)
+    structure: str = "skeleton"
+    merge: str = "sum"  # the paper's pixel-wise sum; "max": the authors' later code
+    clip_sum: bool = False  # cap the sum at 1 where bones overlap
+    # w = σ² of Eq. 4 per cascade stage ("round 3e-3 depending on cascade periods"), in
+    # grid units of the [−1, 1] image; arms use w / arm_factor (the authors' code: 2)
+    bone_width: tuple[float, float, float] = (3e-3, 3e-3, 3e-3)
+    arm_factor: float = 2.0
+    skel_clip: float = 0.0  # L_skel counts only pixels where M_skel > this (0: Eq. 5, all)
+    mask_size: int = 0  # masks drawn and compared at this side (0: the image size)
+    # -- shape prior network ψ (Eq. 6), made and trained from stage 2 on ("λ_p is set to
+    # zero at the initial stage")
+    shape_prior: bool = True
+    psi_channels: tuple[int, ...] = (32, 64, 128)
+    psi_skips: bool = False  # the authors' code has none; True: the paper's "U-Net"
+    psi_norm: str = "batch"
+    # -- geodesic weighting G (Eq. 9), on in stages 1 and 3
+    geodesic: bool = True
+    geodesic_params: tuple[float, float, float, float, float] = (2.0, 1.0, 3.0, 20.0, 0.0)
+    weight_power: int = 1  # G multiplies the squared residual (code); 2: the printed ‖G⊙·‖²
+    # -- the cascade (supp. A.3): λ_s of stages 1–3, λ_p of stages 2–3, auxiliary weights
+    skel_weight: tuple[float, float, float] = (10.0, 1.0, 2.0)
+    phys_weight: tuple[float, float] = (4.0, 1.5)
+    bone_weight: float = 2.5  # stage 1 only
+    # constant lengths of pelvis→spine→thorax→neck→head in grid units (not given)
+    bone_lengths: tuple[float, float, float, float] = (0.21, 0.23, 0.09, 0.11)
+    eq_weight: float = 1.0
+    sym_weight: float = 2.0
+    eq_scale: float = 0.25
+    eq_rotation: float = 30.0  # degrees
+    eq_rotate_prob: float = 0.6
+    init_steps: int = 400  # stage 1: pelvis and thorax pulled to the mask's centroid pair
+    init_weight: float = 1.0
+    thorax_offset: float = 0.4  # thorax target above the centroid, grid units (not given)
+    tie_steps: int = 600  # stage 2: left/right wrists and elbows forced together
+    tie_weight: float = 1.0
+    # multi-view: the detector's root-relative depth regressed to the triangulated pose's
+    # depth in each camera (the paper's 3D comes from somewhere; see the card)
+    depth_weight: float = 1.0
+    # -- lengths (epochs over the target's units) and optimisation
+    stage1_epochs: float = 15.0
+    stage2_epochs: float = 5.0
+    stage3_epochs: float = 0.0  # 0: the grid's step budget; the paper: 25
+    lr: float = 2e-4
+    stage3_decay_at: float = 14 / 25  # ×0.5 after 14 of stage 3's 25 epochs
+
+    def __post_init__(self) -> None:
+        where = "mask-as-supervision"
+        for name, choices in (
+            ("training", TRAININGS),
+            ("structure", STRUCTURES),
+            ("merge", MERGES),
+            ("psi_norm", PSI_NORMS),
+        ):
+            check_choice(where, name, getattr(self, name), choices)
+        check_non_negative(
+            where,
+            skel_clip=self.skel_clip,
+            mask_size=self.mask_size,
+            bone_weight=self.bone_weight,
+            eq_weight=self.eq_weight,
+            sym_weight=self.sym_weight,
+            eq_scale=self.eq_scale,
+            eq_rotation=self.eq_rotation,
+            init_steps=self.init_steps,
+            init_weight=self.init_weight,
+            tie_steps=self.tie_steps,
+            tie_weight=self.tie_weight,
+            depth_weight=self.depth_weight,
+            stage1_epochs=self.stage1_epochs,
+            stage2_epochs=self.stage2_epochs,
+            stage3_epochs=self.stage3_epochs,
+            **{f"skel_weight[{i}]": w for i, w in enumerate(self.skel_weight)},
+            **{f"phys_weight[{i}]": w for i, w in enumerate(self.phys_weight)},
+            **{f"bone_lengths[{i}]": w for i, w in enumerate(self.bone_lengths)},
+        )
+        check_positive_int(where, psi_channels=min(self.psi_channels, default=0))
+        if self.training == "multi-view":
+            check_positive_int(where, views=self.views - 1)  # at least 2 views
+        bad = [n for n in ("arm_factor", "lr", "thorax_offset") if not getattr(self, n) > 0]
+        bad += [f"bone_width[{i}]" for i, w in enumerate(self.bone_width) if not w > 0]
+        if bad:
+            raise DabenchError(f"{where}: {', '.join(bad)} must be > 0")
+        if len(self.psi_channels) < 2:
+            raise DabenchError(f"{where}: psi_channels needs at least 2 levels")
+        if self.weight_power not in (1, 2):
+            raise DabenchError(f"{where}: weight_power must be 1 or 2, got {self.weight_power}")
+        if not 0 < self.eq_rotate_prob <= 1 and self.eq_rotate_prob != 0:
+            raise DabenchError(f"{where}: eq_rotate_prob must be in [0, 1]")
+        if not 0 < self.stage3_decay_at < 1:
+            raise DabenchError(f"{where}: stage3_decay_at must be in (0, 1)")
+        if self.eq_scale >= 1:
+            raise DabenchError(f"{where}: eq_scale must be < 1 (scales 1 ± eq_scale)")
+
+    @property
+    def multi_view(self) -> bool:
+        return self.training == "multi-view"
+
+    def uses_geodesic(self, stage: int) -> bool:
+        """G weights the mask losses in stages 1 and 3, never in 2 (supp. A.3)."""
+        return self.geodesic and stage != 1
+
+    def uses_physique(self, stage: int) -> bool:
+        """L_phys (and ψ) in stages 2 and 3 (indices 1, 2), where λ_p > 0."""
+        return self.shape_prior and stage > 0 and self.phys_weight[stage - 1] > 0
+
+
+def _target_view(hp: MaskHparams, geodesic: bool) -> View:
+    fields = ("images", "masks")
+    view: View = MultiView("target", hp.views, fields) if hp.multi_view else Masked("target")
+    return Joined(view, "geodesic", GEODESIC_FILE, ("weights",)) if geodesic else view
+
+
+# What each stage's output depends on: variants that differ only later share it.
+GEODESIC_READS = ("geodesic_params", "mask_size")
+STAGE1_READS = (
+    "training",
+    "views",
+    "structure",
+    "merge",
+    "clip_sum",
+    "bone_width",
+    "arm_factor",
+    "skel_clip",
+    "mask_size",
+    "geodesic",
+    "geodesic_params",
+    "weight_power",
+    "skel_weight",
+    "bone_weight",
+    "bone_lengths",
+    "eq_weight",
+    "sym_weight",
+    "eq_scale",
+    "eq_rotation",
+    "eq_rotate_prob",
+    "init_steps",
+    "init_weight",
+    "thorax_offset",
+    "depth_weight",
+    "stage1_epochs",
+    "lr",
+)
+STAGE2_READS = (
+    *STAGE1_READS,
+    "phys_weight",
+    "shape_prior",
+    "psi_channels",
+    "psi_skips",
+    "psi_norm",
+    "tie_steps",
+    "tie_weight",
+    "stage2_epochs",
+)
+
+
+def _adam(params: tuple[str, ...], lr: float, schedule: Schedule | None = None) -> Optim:
+    """Adam at the paper's 2e-4, no weight decay (supp. A.3)."""
+    return Optim(
+        params=params,
+        factory="adam",
+        lr=lr,
+        weight_decay=0.0,
+        schedule=schedule or Schedule("constant", warmup_steps=0),
+    )
+
+
+@register_method("mask-as-supervision")
+class MaskSpec(MethodSpec):
+    """Stages: "geodesic" (with G: the weight map of every target training mask, computed
+    once, no training), then the cascade "stage1" (tight skeleton, L_skel with G, constant
+    bone lengths, equivariance, symmetry, and the pelvis/thorax initialisation for its first
+    steps), "stage2" (medium skeleton, L_skel and L_phys without G, ψ trained, left/right
+    wrists and elbows tied for its first steps) and "stage3" (loose skeleton, L_skel and
+    L_phys with G; the evaluated stage)."""
+
+    Hparams = MaskHparams
+    adapter = "bench.methods.mask_supervision:MaskAsSupervision"
+
+    @classmethod
+    def stages(cls, hp: Any) -> list[Stage]:
+        stages = []
+        if hp.geodesic:
+            stages.append(
+                Stage(
+                    "geodesic",
+                    views={"target": Masked("target")},
+                    length=Steps(0),
+                    optimizers={},
+                    evaluate=False,
+                    reads=GEODESIC_READS,
+                )
+            )
+        lengths = (
+            Epochs(hp.stage1_epochs, role="target"),
+            Epochs(hp.stage2_epochs, role="target"),
+            Epochs(hp.stage3_epochs, role="target") if hp.stage3_epochs > 0 else Share(1.0),
+        )
+        for k, name in enumerate(CASCADE):
+            last = k == len(CASCADE) - 1
+            params = ("net", "shape_prior") if hp.shape_prior and k > 0 else ("net",)
+            decay = Schedule("multistep", milestones=(hp.stage3_decay_at,), gamma=0.5)
+            stages.append(
+                Stage(
+                    name,
+                    views={"target": _target_view(hp, hp.uses_geodesic(k))},
+                    length=lengths[k],
+                    optimizers={"main": _adam(params, hp.lr, decay if last else None)},
+                    evaluate=last,
+                    reads=None if last else (STAGE1_READS, STAGE2_READS)[k],
+                )
+            )
+        return stages
+
+    @classmethod
+    def losses(cls, hp: Any, stage: str) -> tuple[str, ...]:
+        if stage == "geodesic":
+            return ()
+        k = CASCADE.index(stage)
+        out = ["skel"]
+        if hp.uses_physique(k):
+            out.append("phys")
+        if k == 0:
+            out += ["init", "bone"]
+        if k == 1:
+            out.append("tie")
+        out += ["eq", "sym"]
+        if hp.multi_view and hp.depth_weight > 0:
+            out.append("depth")
+        return tuple(out)

@@ -1,0 +1,302 @@
+"""Mask as Supervision (S003) wired into the harness: the skeleton mask's geometry, the
+skeleton forms of the cascade, the stages and losses of each, the multi-view re-projection
+the masks are drawn from, the geodesic artifact, and that no pose label is ever read."""
+
+from __future__ import annotations
+
+import math
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from conftest import StepStub
+
+from bench.config import TrainConfig
+from bench.data.joints import get_joint_set
+from bench.data.views import Joined, Masked, MultiView
+from bench.errors import DabenchError
+from bench.methods.base import build_method
+from bench.methods.cards import resolve_method
+from bench.methods.mas_modules import FORMS, skeleton, skeleton_mask
+from bench.models.pose_net import ModelConfig
+from bench.models.triangulation import project, projection_matrices
+from bench.trainer import StageContext, Trainer
+
+BODY = get_joint_set("h36m17")
+SIZE = 64
+TINY = {"psi_channels": [8, 16], "stage1_epochs": 0.5, "stage2_epochs": 0.5}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def build(entry: str = "mask-as-supervision", **hp):
+    resolved = resolve_method(entry, {**TINY, **hp})
+    model = ModelConfig(
+        **{
+            "backbone": "resnet10t",
+            "img_size": SIZE,
+            "head_channels": 16,
+            "depth_bins": 8,
+            "neck": 32,
+            **resolved.card.model,
+        }
+    )
+    torch.manual_seed(0)
+    return build_method(resolved.spec, resolved.hparams, model, 17, 0, BODY)
+
+
+def _stage(method, name):
+    return next(s for s in method.stages() if s.name == name)
+
+
+# -- the skeleton mask -------------------------------------------------------------------------
+
+
+def _segment_distance2(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Brute force: the squared distance to the closest of 2001 points along the segment."""
+    line = a + np.linspace(0, 1, 2001)[:, None] * (b - a)
+    return ((p[:, None, :] - line[None]) ** 2).sum(-1).min(axis=1)
+
+
+def test_the_skeleton_mask_is_a_gaussian_of_the_distance_to_each_segment():
+    """Eqs. 15–17 with the printed typos fixed: −w·log B_b is the squared distance to the
+    segment, its ends included (points past either end measure to that end)."""
+    width = 3e-3
+    a, b = np.array([-0.4, -0.2]), np.array([0.3, 0.25])
+    points = torch.zeros(1, 17, 2, dtype=torch.float64)
+    points[0, 0], points[0, 7] = torch.tensor(a), torch.tensor(b)  # pelvis → spine
+    one_bone = skeleton(BODY, "loose")
+    one_bone = type(one_bone)(bones=((0, 7),), arms=(False,))
+    m = skeleton_mask(points, one_bone, (48, 48), width)[0]
+    ys, xs = torch.meshgrid(torch.arange(48), torch.arange(48), indexing="ij")
+    grid = torch.stack([(2 * xs + 1) / 48 - 1, (2 * ys + 1) / 48 - 1], -1).double()
+    near = m > 1e-6  # where −log is well conditioned
+    got = (-width * torch.log(m[near])).numpy()
+    want = _segment_distance2(grid[near].numpy(), a, b)
+    np.testing.assert_allclose(got, want, atol=2e-6)
+    # past both ends the distance is to the end point, not to the infinite line
+    assert (grid[near].numpy() @ (b - a) < a @ (b - a)).any()
+    assert (grid[near].numpy() @ (b - a) > b @ (b - a)).any()
+
+
+def test_a_single_bone_mask_peaks_on_the_bone_and_is_symmetric_about_it():
+    points = torch.zeros(1, 17, 2)
+    points[0, 0] = torch.tensor([0.0, -0.5])
+    points[0, 7] = torch.tensor([0.0, 0.5])  # a vertical bone through the centre column
+    bone = type(skeleton(BODY, "loose"))(bones=((0, 7),), arms=(False,))
+    m = skeleton_mask(points, bone, (31, 31), 3e-3)[0]  # column 15's centres lie on it
+    torch.testing.assert_close(m, m.flip(-1))  # mirror image about the bone
+    row = m[15]
+    assert int(row.argmax()) == 15 and float(row.max()) == pytest.approx(1.0)
+    assert bool((row[:16].diff() >= 0).all()) and bool((row[12:16].diff() > 0).all())
+
+
+def _kinematic():
+    return [(p, k) for k, p in enumerate(BODY.parents) if p >= 0]
+
+
+def test_forms_sums_arms_and_points():
+    tight, medium, loose = (skeleton(BODY, f) for f in FORMS)
+    elbows = {BODY.joints.index("l_elbow"), BODY.joints.index("r_elbow")}
+    assert not elbows & set(tight.joints)  # stage 1 draws no arms
+    assert elbows <= set(loose.joints) and elbows <= set(medium.joints)
+    assert len(medium.bones) > len(loose.bones)  # fewer auxiliary links stage by stage
+    aux = [
+        len(f.bones) - len(set(f.bones) & {tuple(b) for b in _kinematic()})
+        for f in (tight, medium, loose)
+    ]
+    assert aux == [8, 6, 4]
+    assert sum(loose.arms) == 4 and sum(tight.arms) == 0
+    points = skeleton(BODY, "loose", "points")
+    assert all(a == b for a, b in points.bones) and len(points.bones) == 17
+    # arms drawn with w / arm_factor: the mask falls off faster across an arm bone
+    kp = torch.zeros(1, 17, 2)
+    kp[0, BODY.joints.index("l_elbow")] = torch.tensor([0.5, 0.0])
+    kp[0, BODY.joints.index("l_wrist")] = torch.tensor([0.5, 0.5])
+    arm = type(loose)(bones=((12, 13),), arms=(True,))
+    leg = type(loose)(bones=((12, 13),), arms=(False,))
+    across = (slice(None), 20, slice(None))
+    thin, thick = (skeleton_mask(kp, s, (32, 32), 3e-3)[across] for s in (arm, leg))
+    assert float(thin.sum()) < float(thick.sum())
+    # a sum of overlapping bones exceeds 1 unless clipped; max never does
+    overlap = skeleton_mask(
+        kp, type(loose)(bones=((12, 13), (13, 12)), arms=(0, 0)), (32, 32), 3e-3
+    )
+    assert float(overlap.max()) > 1.2
+    for kwargs in ({"clip": True}, {"merge": "max"}):
+        capped = skeleton_mask(
+            kp, type(loose)(bones=((12, 13), (13, 12)), arms=(0, 0)), (32, 32), 3e-3, **kwargs
+        )
+        assert float(capped.max()) <= 1.0 + 1e-6
+    with pytest.raises(DabenchError, match="unknown skeleton form 'wide'"):
+        skeleton(BODY, "wide")
+    with pytest.raises(DabenchError, match="joint set hand21 has no"):
+        skeleton(get_joint_set("hand21"), "tight")
+
+
+# -- declaration -------------------------------------------------------------------------------
+
+
+def test_the_cascade_runs_its_stages_with_the_losses_of_each():
+    def plan(entry, **hp):
+        r = resolve_method(entry, {**TINY, **hp})
+        return {s.name: (s, r.spec.losses(r.hparams, s.name)) for s in r.spec.stages(r.hparams)}
+
+    full = plan("mask-as-supervision")
+    assert list(full) == ["geodesic", "stage1", "stage2", "stage3"]
+    assert full["geodesic"][0].optimizers == {} and full["geodesic"][1] == ()
+    assert full["stage1"][1] == ("skel", "init", "bone", "eq", "sym", "depth")
+    assert full["stage2"][1] == ("skel", "phys", "tie", "eq", "sym", "depth")
+    assert full["stage3"][1] == ("skel", "phys", "eq", "sym", "depth")
+    # G in stages 1 and 3 only, joined to 4-view groups of target images and masks
+    views = {name: s.views["target"] for name, (s, _) in full.items()}
+    assert views["stage1"] == Joined(
+        MultiView("target", 4, ("images", "masks")), "geodesic", "geodesic.h5", ("weights",)
+    )
+    assert views["stage2"] == MultiView("target", 4, ("images", "masks"))
+    assert isinstance(views["stage3"], Joined)
+    # only stage 3 evaluates; its lr halves after 14 of 25 epochs
+    assert [s.evaluate for s, _ in full.values()] == [False, False, False, True]
+    schedule = full["stage3"][0].optimizers["main"].schedule
+    assert schedule.milestones == pytest.approx((14 / 25,)) and schedule.gamma == 0.5
+    assert full["stage2"][0].optimizers["main"].params == ("net", "shape_prior")
+    # Table 4: without ψ, G and Δ — single images, no geodesic stage, no physique
+    bare = plan("mask-as-supervision/wo-psi-g-delta")
+    assert list(bare) == ["stage1", "stage2", "stage3"]
+    assert bare["stage2"][1] == ("skel", "tie", "eq", "sym")
+    assert bare["stage1"][0].views["target"] == Masked("target")
+
+
+def test_it_reads_target_images_masks_and_cameras_never_a_label():
+    from bench.store import method_data
+
+    r = resolve_method("mask-as-supervision", TINY)
+    used = r.spec.data_used(r.hparams)
+    assert set(used) == {"target"} and "pose labels" not in used["target"]
+    assert {"images", "masks", "cameras"} <= set(used["target"])
+    single = resolve_method("mask-as-supervision/single-view", TINY)
+    assert single.spec.data_used(single.hparams) == {"target": ["images", "masks"]}
+    assert "pose labels" not in method_data({"method": "mask-as-supervision", "hparams": {}})
+
+
+def test_bad_settings_are_refused_with_the_reason():
+    for hp, match in (
+        ({"training": "stereo"}, "unknown training 'stereo'; valid: multi-view, single-view"),
+        ({"views": 1}, "views must be a positive integer"),
+        ({"bone_width": [3e-3, 0.0, 3e-3]}, r"bone_width\[1\] must be > 0"),
+        ({"psi_channels": [8]}, "at least 2 levels"),
+        ({"weight_power": 3}, "weight_power must be 1 or 2"),
+        ({"bone_width": [3e-3, 3e-3]}, r"'bone_width' must be tuple\[float, float, float\]"),
+    ):
+        with pytest.raises(DabenchError, match=match):
+            resolve_method("mask-as-supervision", hp)
+    r = resolve_method("mask-as-supervision", TINY)
+    with pytest.raises(DabenchError, match="build it with the pair's joint set"):
+        build_method(r.spec, r.hparams, ModelConfig(img_size=SIZE, head="volumetric"), 17, 0)
+
+
+# -- the adapter -------------------------------------------------------------------------------
+
+
+def _rig(b: int = 2, v: int = 4):
+    """``b`` groups of ``v`` cameras on a ring 4 m from the origin, 64-px crops."""
+    angles = torch.arange(v) * (2 * math.pi / v) + 0.3
+    rot = torch.zeros(v, 3, 3)
+    rot[:, 0, 0], rot[:, 0, 2] = torch.cos(angles), -torch.sin(angles)
+    rot[:, 1, 1] = 1.0
+    rot[:, 2, 0], rot[:, 2, 2] = torch.sin(angles), torch.cos(angles)
+    t = torch.tensor([0.0, 0.0, 4000.0]).expand(v, 3)
+    k = torch.tensor([[150.0, 0, 32], [0, 150.0, 32], [0, 0, 1]]).expand(v, 3, 3)
+    return k.expand(b, v, 3, 3), rot.expand(b, v, 3, 3), t.expand(b, v, 3)
+
+
+def test_multi_view_masks_are_drawn_from_the_reprojected_triangulation():
+    method = build()
+    k, rot, t = _rig()
+    g = torch.Generator().manual_seed(5)
+    world = torch.randn(2, 17, 3, generator=g) * 300
+    uv = project(world[:, None], projection_matrices(k, rot, t))  # [2,4,17,2]
+    own = (2 * uv + 1) / SIZE - 1
+    coords = torch.zeros(8, 17, 3)
+    tgt = {"images": torch.zeros(2, 4, SIZE, SIZE, 3), "K": k, "cam_R": rot, "cam_t": t}
+    draw, _ = method._multi_view(own.flatten(0, 1), coords, tgt)
+    torch.testing.assert_close(draw, own.flatten(0, 1), atol=1e-4, rtol=0)  # consistent views
+    # one view swaps its left and right: the masks of every view follow the other views
+    flipped = own.clone()
+    swap = [j for pair in BODY.flip_pairs for j in pair]
+    flipped[0, 1, swap] = own[0, 1, [j for pair in BODY.flip_pairs for j in pair[::-1]]]
+    draw, _ = method._multi_view(flipped.flatten(0, 1), coords, tgt)
+    moved = (draw.view(2, 4, 17, 2)[0, 1] - own[0, 1]).norm(dim=-1)[swap]
+    kept = (flipped[0, 1] - own[0, 1]).norm(dim=-1)[swap]
+    assert float(moved.mean()) < 0.5 * float(kept.mean())  # outvoted by three views
+
+
+def test_the_depth_head_learns_the_triangulated_depth_in_each_camera():
+    method = build()
+    k, rot, t = _rig(1)
+    world = torch.randn(1, 17, 3, generator=torch.Generator().manual_seed(6)) * 300
+    uv = project(world[:, None], projection_matrices(k, rot, t))
+    own = (2 * uv + 1) / SIZE - 1
+    cam = torch.einsum("vij,kj->vki", rot[0], world[0]) + t[0][:, None]
+    z = (cam[..., 2] - cam[..., :1, 2]) / method.net.config.depth_range_mm
+    coords = torch.cat([own[0] * 0, z[..., None]], -1)
+    tgt = {"images": torch.zeros(1, 4, SIZE, SIZE, 3), "K": k, "cam_R": rot, "cam_t": t}
+    _, depth = method._multi_view(own.flatten(0, 1), coords, tgt)
+    assert float(depth) == pytest.approx(0, abs=1e-8)
+    _, off = method._multi_view(own.flatten(0, 1), coords + torch.tensor([0, 0, 0.1]), tgt)
+    assert float(off) == pytest.approx(0.01, rel=1e-3)
+
+
+def test_the_initialisation_and_the_tie_act_for_their_first_steps_only():
+    method = build(init_steps=2, tie_steps=1)
+    g = torch.Generator().manual_seed(7)
+    masks = torch.zeros(1, 4, SIZE, SIZE, dtype=torch.uint8)
+    masks[..., 10:54, 24:40] = 1
+    k, rot, t = _rig(1)
+    batch = {
+        "target": {
+            "images": torch.randint(0, 256, (1, 4, SIZE, SIZE, 3), dtype=torch.uint8, generator=g),
+            "masks": masks,
+            "weights": torch.ones(1, 4, SIZE, SIZE),
+            "K": k,
+            "cam_R": rot,
+            "cam_t": t,
+        }
+    }
+    method.train()
+    seen = {}
+    for stage, steps in (("stage1", (0, 1, 2)), ("stage2", (0, 1))):
+        method.on_stage_start(_stage(method, stage), StageContext({}))
+        for step in steps:
+            losses = method.training_step(stage, batch, StepStub(step))
+            assert all(torch.isfinite(v) for v in losses.values()), losses
+            seen[(stage, step)] = {k: float(v) for k, v in losses.items()}
+    assert seen[("stage1", 0)]["init"] > 0 and seen[("stage1", 1)]["init"] > 0
+    assert seen[("stage1", 2)]["init"] == 0
+    assert seen[("stage2", 0)]["tie"] > 0 and seen[("stage2", 1)]["tie"] == 0
+    assert method.shape_prior is not None  # made when stage 2 started
+
+
+def test_the_geodesic_artifact_has_a_row_per_training_mask(body_pair, tmp_path):
+    pair = body_pair()
+    method = build(mask_size=32)
+    method.export_artifact("geodesic", tmp_path, pair)
+    n = pair.info("target_train").num_samples
+    with h5py.File(tmp_path / "geodesic.h5") as f:
+        w = f["weights"][:]
+    assert w.shape == (n, 32, 32) and w.dtype == np.float16
+    assert float(w.min()) >= 21.9 and float(w.max()) <= 28.5  # G's range (M.5)
+
+
+def test_a_tiny_cascade_trains_end_to_end(body_pair, tmp_path):
+    pair = body_pair()
+    method = build(init_steps=1, tie_steps=1)
+    config = TrainConfig(steps=2, batch_size=4, eval_every=2, warmup_steps=0, log_every=1)
+    trainer = Trainer(method, pair, config, seed=0, workdir=tmp_path, progress=False)
+    assert trainer.lengths["geodesic"] == 0 and trainer.lengths["stage3"] == 2
+    result = trainer.fit()
+    assert result.status == "ok"
+    assert [e["stage"] for e in result.losses][-1] == "stage3"
+    assert "skeleton_mask_iou" in result.losses[-1]
+    assert np.isfinite(result.evaluations[-1].metrics["target_test"]["overall"]["mpjpe"])
