@@ -16,6 +16,7 @@ import torch
 
 from bench.atomic import atomic_path
 from bench.data.pairs import PairShards, eval_batches
+from bench.data.views import moment_ids
 from bench.metrics import evaluate
 from bench.models.lifting import backproject
 
@@ -96,7 +97,11 @@ class Evaluator:
             out["gt2d"].append(batch["kp2d"].numpy())
             out["gt3d"].append(batch["kp3d"].numpy())
             out["vis"].append(batch["vis"].numpy())
-        return {k: np.concatenate(v) for k, v in out.items()}
+        result = {k: np.concatenate(v) for k, v in out.items()}
+        moments = moment_ids(path, indices)
+        if moments is not None:
+            result["moments"] = moments
+        return result
 
     def __call__(self, method: Any, step: int, stage: str) -> Evaluation:
         """Evaluate every split; predictions to ``<directory>/step-<step>/<split>.npz``.
@@ -117,6 +122,7 @@ class Evaluator:
                     p["vis"],
                     self.pair.joint_set,
                     self.pair.image_size,
+                    groups=p.get("moments"),
                 )
                 metrics[split] = report.to_dict()
                 with atomic_path(where / f"{split}.npz") as tmp:

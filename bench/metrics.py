@@ -52,6 +52,7 @@ __all__ = [
     "TLL_SIGMA",
     "TLL_THRESHOLD",
     "MetricReport",
+    "ambiguity_ratio",
     "auc_3dhp",
     "auc_hand",
     "evaluate",
@@ -70,7 +71,9 @@ __all__ = [
     "tll_quantize",
 ]
 
-METRICS_VERSION: str = "2"  # v2: TLL PCK with TLL's own cell rule
+# v2: TLL PCK with TLL's own cell rule. Adding a metric (ambiguity_pct) changes no
+# definition, so records with and without it stay comparable.
+METRICS_VERSION: str = "2"
 
 PCK3D_THRESHOLD_MM: float = 150.0
 
@@ -647,6 +650,53 @@ def _mean_stats(err: np.ndarray, mask: np.ndarray | None = None) -> _Pooled:
     return _Pooled(np.where(mask, err, 0.0).sum(axis=0), mask.sum(axis=0), "mean")
 
 
+def flip_errors(
+    pred2d: np.ndarray, gt2d: np.ndarray, vis: np.ndarray, joint_set: str | JointSet
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample, the mean 2D error over visible joints of the prediction as it is and with
+    its left and right joints swapped (the joint set's flip pairs), [N] each."""
+    js = _resolve(joint_set)
+    p2, g2, v = _check_2d(pred2d, gt2d, vis)
+    swap = np.arange(js.num_joints)
+    for a, b in js.flip_pairs:
+        swap[a], swap[b] = b, a
+
+    def mean_err(pred: np.ndarray) -> np.ndarray:
+        err = np.where(v, joint_errors(pred, g2), 0.0)
+        return err.sum(axis=1) / np.maximum(v.sum(axis=1), 1)
+
+    return mean_err(p2), mean_err(p2[:, swap])
+
+
+def ambiguity_ratio(
+    pred2d: np.ndarray,
+    gt2d: np.ndarray,
+    vis: np.ndarray,
+    joint_set: str | JointSet,
+    groups: np.ndarray,
+) -> float:
+    """Mask as Supervision's ambiguity ratio (S003 Eq. 11), in %: over the groups of views
+    of one moment (``groups`` [N]: samples with one id are the N_g views of one scene), the
+    mean of min(f, N_g − f) / N_g, f the number of views whose prediction has a lower 2D error
+    with left and right swapped. 0 when every view agrees on which side is left (right or
+    wrong alike), 50 % when half the views disagree. Eq. 11 as printed divides by the number
+    of scenes only (r ≤ N/2, yet the paper reports percentages up to 48.7 %): we read it as
+    also divided by N. Whole skeletons are flipped (the paper's "keypoints adding the
+    left-right flip"), not single joints as the authors' later code does. Groups of one view
+    are left out; NaN when no group has two."""
+    plain, flipped = flip_errors(pred2d, gt2d, vis, joint_set)
+    groups = np.asarray(groups)
+    if groups.shape != plain.shape:
+        raise DabenchError(f"groups must be [N] = {list(plain.shape)}, got {list(groups.shape)}")
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    f = np.bincount(inverse, weights=(flipped < plain).astype(float), minlength=len(counts))
+    multi = counts >= 2
+    if not multi.any():
+        return math.nan
+    n = counts[multi]
+    return float(100.0 * (np.minimum(f[multi], n - f[multi]) / n).mean())
+
+
 def evaluate(
     pred2d: np.ndarray,
     gt2d: np.ndarray,
@@ -656,6 +706,7 @@ def evaluate(
     joint_set: str | JointSet,
     image_size: int | tuple[int, int],
     heatmap_size: int | tuple[int, int] | None = None,
+    groups: np.ndarray | None = None,
 ) -> MetricReport:
     """All metrics of the suite on one test set (vectorised over samples).
 
@@ -677,7 +728,10 @@ def evaluate(
     * ``pck2d_005`` (%): 2D error ``< 0.05 * max(H, W)`` px, sub-pixel, micro over visible.
     * ``pck2d_tll`` (%): :func:`pck_tll` at dataset level (``batch_size=None``); per joint its
       per-joint accuracy, per group the macro mean over the group's joints.
-    * ``err2d_pct`` (% of max(H, W)) and ``err2d_px`` (px): mean 2D error over visible joints.
+    * ``err2d_pct`` (% of max(H, W)) and ``err2d_px`` (px): mean 2D error over visible joints
+      (Mask as Supervision's "2D MSE-%").
+    * ``ambiguity_pct`` (%, overall only, where ``groups`` [N] says which samples are views
+      of one moment and the joint set has left and right): :func:`ambiguity_ratio`.
 
     Every metric is also given per joint (``[K]``, NaN where a joint has no valid sample) and
     per group of the joint set, pooled over the group's (sample, joint) pairs.
@@ -753,6 +807,8 @@ def evaluate(
 
     every = slice(None)
     overall = pooled(every)
+    if groups is not None and js.flip_pairs:  # a joint set without sides has no flips
+        overall["ambiguity_pct"] = ambiguity_ratio(p2, g2, v, js, groups)
     per_joint = {m: tll_joint if m == "pck2d_tll" else stats[m].value() for m in names}
     per_group = {g: pooled(np.asarray(idx)) for g, idx in js.groups.items()}
 

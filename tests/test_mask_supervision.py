@@ -299,4 +299,44 @@ def test_a_tiny_cascade_trains_end_to_end(body_pair, tmp_path):
     assert result.status == "ok"
     assert [e["stage"] for e in result.losses][-1] == "stage3"
     assert "skeleton_mask_iou" in result.losses[-1]
-    assert np.isfinite(result.evaluations[-1].metrics["target_test"]["overall"]["mpjpe"])
+    overall = result.evaluations[-1].metrics["target_test"]["overall"]
+    assert np.isfinite(overall["mpjpe"])
+    # the target test split has 4-view moments: the ambiguity ratio is reported
+    assert 0 <= overall["ambiguity_pct"] <= 50
+
+
+def test_spp_fits_a_map_on_target_labels_and_says_so(body_pair, tmp_path):
+    from bench.store import method_notes
+
+    r = resolve_method("mask-as-supervision/spp", TINY)
+    stages = r.spec.stages(r.hparams)
+    assert [s.name for s in stages][-2:] == ["stage3", "spp"]
+    assert [s.evaluate for s in stages][-2:] == [False, True]
+    assert "pose labels" in r.spec.data_used(r.hparams)["target"]
+    note = method_notes({"method": "mask-as-supervision", "hparams": {"spp": "linear"}})
+    assert "target's training labels" in note and "not unsupervised" in note
+    # the cascade it starts from is the plain row's: nothing of SPP in stage 3's key
+    assert not any(n.startswith("spp") for n in stages[-2].reads)
+    method = build("mask-as-supervision/spp")
+    for stage in ("stage2", "spp"):
+        method.on_stage_start(_stage(method, stage), StageContext({}))
+    assert not any(p.requires_grad for p in method.net.parameters())  # the detector is frozen
+    images = torch.randint(0, 256, (2, SIZE, SIZE, 3), dtype=torch.uint8)
+    before = method.net.decode(method.net(images), 0).kp2d
+    torch.testing.assert_close(method.predict(images).kp2d, before)  # identity at the start
+    with torch.no_grad():
+        method.spp.bias.add_(0.01)
+    assert not torch.allclose(method.predict(images).kp2d, before)  # prediction goes through it
+    pair = body_pair()
+    batch = next(iter(pair_batches(pair)))
+    loss = method.training_step("spp", {"target": batch}, StepStub(0))["spp"]
+    loss.backward()
+    assert method.spp.weight.grad is not None and float(method.spp.weight.grad.abs().sum()) > 0
+
+
+def pair_batches(pair):
+    from bench.data.views import Labelled
+
+    stream = Labelled("target").stream(pair, 4, 0)
+    while True:
+        yield {k: v for k, v in next(stream).items() if k != "index"}

@@ -182,7 +182,7 @@ def test_builds_checks_steps_and_predicts(entry, pair, tmp_path):
     pred = method.predict(images)
     k = method.net.num_joints
     assert pred.kp2d.shape == (3, k, 2) and pred.rel_depth.shape == (3, k)
-    others = [name for name, _ in method.named_children() if name != "net"]
+    others = [name for name, _ in method.named_children() if name not in method.predictor_parts]
     assert_predicts_with_the_pose_net_only(method, images, others)
 
 

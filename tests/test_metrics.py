@@ -676,3 +676,57 @@ def test_validation_errors():
         run(d, "hand22")
     with pytest.raises(DabenchError, match="N = 0"):
         run({key: v[:0] for key, v in d.items()}, "hand21")
+
+
+def test_ambiguity_ratio_counts_views_that_disagree_on_left_and_right():
+    """Eq. 11 on a hand-built 4-view moment: swapping left and right in one view makes f = 1
+    of N = 4, so r = min(1, 3) / 4 = 25 %; two views, 50 %; all four (consistently wrong),
+    0 %; a second, clean moment halves the mean."""
+    from bench.metrics import ambiguity_ratio, flip_errors
+
+    js = get_joint_set("h36m17")
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(5, 59, size=(4, 17, 2))
+    vis = np.ones((4, 17), bool)
+    swap = np.arange(17)
+    for a, b in js.flip_pairs:
+        swap[a], swap[b] = b, a
+    moment = np.zeros(4, int)
+    assert ambiguity_ratio(gt, gt, vis, js, moment) == 0.0
+    for flipped_views, expected in (
+        ([1], 25.0),
+        ([0, 2], 50.0),
+        ([0, 1, 2], 25.0),
+        ([0, 1, 2, 3], 0.0),
+    ):
+        pred = gt.copy()
+        pred[flipped_views] = gt[flipped_views][:, swap]
+        assert ambiguity_ratio(pred, gt, vis, js, moment) == pytest.approx(expected)
+    plain, flipped = flip_errors(pred, gt, vis, js)
+    assert (flipped < plain).all()
+    # a clean second moment: the mean over moments
+    pred = np.concatenate([gt, gt])
+    pred[1] = gt[1][swap]
+    both = ambiguity_ratio(
+        pred, np.concatenate([gt, gt]), np.ones((8, 17), bool), js, np.repeat([0, 1], 4)
+    )
+    assert both == pytest.approx(12.5)
+    # single-view moments are left out; none with two views: NaN
+    assert math.isnan(ambiguity_ratio(gt, gt, vis, js, np.arange(4)))
+    with pytest.raises(DabenchError, match="groups must be"):
+        ambiguity_ratio(gt, gt, vis, js, np.zeros(3, int))
+
+
+def test_evaluate_reports_the_ambiguity_ratio_only_given_groups_and_sides():
+    rng = np.random.default_rng(1)
+    g2 = rng.uniform(5, 59, size=(4, 17, 2))
+    g3 = rng.normal(size=(4, 17, 3)) * 100 + [0, 0, 4000]
+    vis = np.ones((4, 17), bool)
+    base = evaluate(g2, g2, g3, g3, vis, "h36m17", 64)
+    assert "ambiguity_pct" not in base.overall
+    grouped = evaluate(g2, g2, g3, g3, vis, "h36m17", 64, groups=np.zeros(4, int))
+    assert grouped.overall["ambiguity_pct"] == 0.0
+    h2 = rng.uniform(5, 59, size=(4, 21, 2))
+    h3 = rng.normal(size=(4, 21, 3)) * 30 + [0, 0, 500]
+    hand = evaluate(h2, h2, h3, h3, np.ones((4, 21), bool), "hand21", 64, groups=np.zeros(4, int))
+    assert "ambiguity_pct" not in hand.overall  # one hand has no left and right

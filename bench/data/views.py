@@ -539,6 +539,21 @@ def _columns(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
         f.close()
 
 
+def moment_ids(path: Path, rows: np.ndarray | None = None) -> np.ndarray | None:
+    """Ids of the (seq, frame) moments of a shard's rows (all rows, or ``rows``): samples
+    with one id are views of one moment, as :class:`MultiView` groups them. None where the
+    shard has no seq, frame and view, or no moment is seen by two views."""
+    cols = _columns(path, ("seq", "frame", "view"))
+    if len(cols) < 3:
+        return None
+    if rows is not None:
+        cols = {k: v[rows] for k, v in cols.items()}
+    moments = _ids(cols["seq"], cols["frame"])
+    if np.bincount(moments).max(initial=0) < 2:
+        return None
+    return moments
+
+
 def _ids(*columns: np.ndarray) -> np.ndarray:
     """Dense int64 ids of the distinct value combinations of ``columns`` (ints or strings)."""
     ids = np.zeros(len(columns[0]), dtype=np.int64)

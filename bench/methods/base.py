@@ -50,6 +50,9 @@ class Method(nn.Module):
     :meth:`training_step`; the default :meth:`predict` decodes the pose net."""
 
     spec: ClassVar[type[MethodSpec]] = MethodSpec
+    # the submodules ``predict`` reads: the pose network, plus whatever a method's protocol
+    # maps its output through (Mask as Supervision's supervised post-processing)
+    predictor_parts: ClassVar[tuple[str, ...]] = ("net",)
 
     def __init__(
         self,

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from bench.atomic import atomic_path
 from bench.data.pairs import PairShards, eval_batches
@@ -50,6 +50,7 @@ EXPORT_BATCH = 256
 
 class MaskAsSupervision(Method):
     spec = MaskSpec
+    predictor_parts = ("net", "spp")
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -71,6 +72,8 @@ class MaskAsSupervision(Method):
         # ψ is made when stage 2 starts (the earlier stages hold the same modules with and
         # without it, so their artifacts are shared)
         self.shape_prior: ShapePrior | None = None
+        # the supervised post-processing map, made when its stage starts
+        self.spp: nn.Module | None = None
         self._stage_index = 0
         self._scalars = {k: WindowMean() for k in ("mask_iou",)}
 
@@ -78,6 +81,13 @@ class MaskAsSupervision(Method):
     def on_stage_start(self, stage, ctx) -> None:
         if stage.name in CASCADE:
             self._stage_index = CASCADE.index(stage.name)
+        if stage.name == "spp":
+            # only the map trains: the detector is what the cascade made
+            self.freeze(self.net)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(torch.initial_seed() + 3)
+                made = spp_map(self.hparams.spp, self.net.num_joints, self.hparams.spp_hidden)
+            self.spp = made.to(next(self.net.parameters()).device)
         if stage.name == "stage2" and self.hparams.shape_prior:
             hp = self.hparams
             with torch.random.fork_rng(devices=[]):
@@ -86,6 +96,8 @@ class MaskAsSupervision(Method):
             self.shape_prior = made.to(next(self.net.parameters()).device)
 
     def training_step(self, stage: str, batch, ctx) -> dict[str, Tensor]:
+        if stage == "spp":
+            return {"spp": self._spp_loss(batch["target"])}
         hp = self.hparams
         k = CASCADE.index(stage)
         tgt = batch["target"]
@@ -185,6 +197,19 @@ class MaskAsSupervision(Method):
         warped = self.net(warp_images(x, affines.to(x.dtype)))["coords"]
         return equivariance_loss(2 * warped[..., :2].float() - 1, own, affines)
 
+    def _spp_loss(self, labelled) -> Tensor:
+        """The map from the frozen detector's keypoints to the labelled joints, both in the
+        head's normalised (x, y, z), mean squared error."""
+        with torch.no_grad():
+            coords = self.net(labelled["images"])["coords"].float()
+        target = self.net.targets(labelled["kp2d"], labelled["kp3d"], self.root)
+        known = torch.isfinite(target)
+        err = (self._mapped(coords) - torch.nan_to_num(target)) ** 2
+        return (err * known).sum() / known.sum().clamp_min(1)
+
+    def _mapped(self, coords: Tensor) -> Tensor:
+        return self.spp(coords.flatten(1)).view_as(coords)
+
     def scalars(self) -> dict[str, float]:
         out = {}
         value = self._scalars["mask_iou"].pop()
@@ -210,8 +235,33 @@ class MaskAsSupervision(Method):
     # -- prediction -----------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, images: Tensor) -> Prediction:
-        """The detector's integral (x, y, z): px in the crop and root-relative depth."""
-        return self.net.decode(self.net(images), self.root)
+        """The detector's integral (x, y, z) — through the SPP map where one was fitted —
+        as px in the crop and root-relative depth."""
+        coords = self.net(images)["coords"]
+        if self.spp is not None:
+            coords = self._mapped(coords.float())
+        return self.net.decode({"coords": coords}, self.root)
+
+
+def spp_map(kind: str, joints: int, hidden: int) -> nn.Module:
+    """SPP's θ: R^{J×3} → R^{J×3} (S003 Sec. 3.3), "linear" (initialised to the identity:
+    the discovered keypoints are already meant as joints) or "mlp" (two hidden layers)."""
+    n = 3 * joints
+    if kind == "linear":
+        linear = nn.Linear(n, n)
+        with torch.no_grad():
+            linear.weight.copy_(torch.eye(n))
+            linear.bias.zero_()
+        return linear
+    if kind == "mlp":
+        return nn.Sequential(
+            nn.Linear(n, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, n),
+        )
+    raise DabenchError(f"unknown spp {kind!r}; valid: linear, mlp")
 
 
 def _soft_iou(pred: Tensor, gt: Tensor) -> Tensor:

@@ -66,6 +66,13 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo(
             "err2d_pct", "2D error (%) ↓", True, "mean 2D error of visible joints, % of crop side"
         ),
+        MetricInfo(
+            "ambiguity_pct",
+            "Ambiguity (%) ↓",
+            True,
+            "ambiguity ratio (S003 Eq. 11 / N): views of one moment whose left/right-swapped "
+            "prediction is closer, min(f, N − f)/N averaged over multi-view test moments",
+        ),
     )
 }
 MAIN_METRICS = ("mpjpe", "pa_mpjpe", "pck2d_005")
