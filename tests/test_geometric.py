@@ -302,6 +302,7 @@ def test_the_ablation_grid_runs_every_table_sharing_its_stages():
     for target in ("synth-hand-video", "synth-body-video"):
         # one StyleNet; pre-training with and without L_align; generators: the method's
         # (shared by w/o L_pseudo and Table A's +rec), w/o L_align's, L_heatmap and 4 strides
+        assert runs[(target, ("features",))] == 1  # one autoencoder, shared by every row
         assert runs[(target, ("stylenet",))] == 1
         assert runs[(target, ("pretrain",))] == 2
         assert runs[(target, ("generator",))] == 7

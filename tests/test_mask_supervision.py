@@ -340,3 +340,22 @@ def pair_batches(pair):
     stream = Labelled("target").stream(pair, 4, 0)
     while True:
         yield {k: v for k, v in next(stream).items() if k != "index"}
+
+
+def test_geodesic_maps_are_used_at_unit_mean_unless_asked_otherwise():
+    k, rot, t = _rig(1)
+    masks = torch.zeros(1, 4, SIZE, SIZE, dtype=torch.uint8)
+    masks[..., 10:54, 24:40] = 1
+    images = torch.randint(0, 256, (1, 4, SIZE, SIZE, 3), dtype=torch.uint8)
+    skel = {}
+    for norm in ("mean", "none"):
+        for scale in (1.0, 22.0):
+            method = build(geodesic_norm=norm, eq_weight=0.0)
+            method.on_stage_start(_stage(method, "stage1"), StageContext({}))
+            tgt = {"images": images, "masks": masks, "K": k, "cam_R": rot, "cam_t": t}
+            tgt["weights"] = torch.full((1, 4, SIZE, SIZE), scale)
+            method.eval()
+            losses = method.training_step("stage1", {"target": tgt}, StepStub(0))
+            skel[(norm, scale)] = float(losses["skel"])
+    assert skel[("mean", 1.0)] == pytest.approx(skel[("mean", 22.0)], rel=1e-5)
+    assert skel[("none", 22.0)] == pytest.approx(22 * skel[("none", 1.0)], rel=1e-5)

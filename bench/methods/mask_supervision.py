@@ -127,6 +127,8 @@ class MaskAsSupervision(Method):
         if hp.uses_geodesic(k):
             w = tgt["weights"]
             weights = (w.flatten(0, 1) if multi else w).float()
+            if hp.geodesic_norm == "mean":
+                weights = weights / weights.mean(dim=(-2, -1), keepdim=True)
         clip = hp.skel_clip or None
         losses["skel"] = hp.skel_weight[k] * skeleton_loss(
             m_skel, gt, weights, clip=clip, weight_power=hp.weight_power

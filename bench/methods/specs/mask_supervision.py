@@ -68,6 +68,9 @@ class MaskHparams(Hparams):
     geodesic: bool = True
     geodesic_params: tuple[float, float, float, float, float] = (2.0, 1.0, 3.0, 20.0, 0.0)
     weight_power: int = 1  # G multiplies the squared residual (code); 2: the printed ‖G⊙·‖²
+    # each map divided by its mean (the paper states no scale; the code's constants make G
+    # a ×22 factor that would swamp every other loss), or used as the constants give it
+    geodesic_norm: str = "mean"
     # -- the cascade (supp. A.3): λ_s of stages 1–3, λ_p of stages 2–3, auxiliary weights
     skel_weight: tuple[float, float, float] = (10.0, 1.0, 2.0)
     phys_weight: tuple[float, float] = (4.0, 1.5)
@@ -80,7 +83,7 @@ class MaskHparams(Hparams):
     eq_rotation: float = 30.0  # degrees
     eq_rotate_prob: float = 0.6
     init_steps: int = 400  # stage 1: pelvis and thorax pulled to the mask's centroid pair
-    init_weight: float = 1.0
+    init_weight: float = 100.0  # not given; see the card
     thorax_offset: float = 0.4  # thorax target above the centroid, grid units (not given)
     tie_steps: int = 600  # stage 2: left/right wrists and elbows forced together
     tie_weight: float = 1.0
@@ -107,6 +110,7 @@ class MaskHparams(Hparams):
             ("merge", MERGES),
             ("psi_norm", PSI_NORMS),
             ("spp", SPPS),
+            ("geodesic_norm", ("mean", "none")),
         ):
             check_choice(where, name, getattr(self, name), choices)
         check_non_negative(
@@ -184,6 +188,7 @@ STAGE1_READS = (
     "geodesic",
     "geodesic_params",
     "weight_power",
+    "geodesic_norm",
     "skel_weight",
     "bone_weight",
     "bone_lengths",
