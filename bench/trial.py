@@ -23,7 +23,7 @@ from bench.atomic import atomic_path, file_lock
 from bench.data.joints import get_joint_set
 from bench.data.pairs import PairShards, pair_shards
 from bench.data.provision import ensure_shards
-from bench.data.views import Backgrounds, check_views
+from bench.data.views import Backgrounds, check_views, extra_cards
 from bench.errors import DabenchError
 from bench.grid import StageRunSpec, TrialSpec, _Node
 from bench.methods.base import Method, build_method
@@ -82,7 +82,8 @@ def prepare_pair(
     ``pairs`` caches located pairs across the nodes of a grid (shard infos read once)."""
     _, _, plan = node_method(node)
     backgrounds = any(isinstance(v, Backgrounds) for s in plan for v in s.views.values())
-    key = (node.source, node.target, tuple(sorted(node.data.items())), backgrounds)
+    extras = tuple(extra_cards([v for s in plan for v in s.views.values()]))
+    key = (node.source, node.target, tuple(sorted(node.data.items())), backgrounds, extras)
     pairs = {} if pairs is None else pairs
     if key not in pairs:
         ensure_shards(
@@ -91,9 +92,10 @@ def prepare_pair(
             node.data,
             data_root,
             backgrounds=backgrounds,
+            extras=extras,
             progress=progress,
         )
-        pairs[key] = pair_shards(node.source, node.target, data_root)
+        pairs[key] = pair_shards(node.source, node.target, data_root, extras)
     pair = pairs[key]
     for stage in plan:
         if stage.name in node.stages:

@@ -86,17 +86,17 @@ def test_named_grids_ship_with_the_package():
     (vit,) = {t.model["backbone"] for t in grid.trials if t.method == "mim-fcr-ar"}
     assert vit == "vit_tiny" and {t.model["backbone"] for t in grid.trials} == {vit, "regnetx_002"}
     assert {t.train["steps"] for t in grid.trials if t.method == "mim-fcr-ar"} == {40}
-    # geometric reconstruction: StyleNet, pre-training and generator per pair, then a short
-    # fine-tuning on frame pairs of the 8-frame wild sequences, seeded VGG features
-    geo = [s.stages for s in grid.stage_runs if s.method == "geometric-reconstruction"]
-    assert sorted(geo) == [("generator",)] * 2 + [("pretrain",)] * 2 + [("stylenet",)] * 2
+    # geometric reconstruction: VGG features, StyleNet, pre-training and generator per pair,
+    # then a short fine-tuning on frame pairs of the 8-frame wild sequences
+    geo = sorted(s.stages for s in grid.stage_runs if s.method == "geometric-reconstruction")
+    assert geo == sorted([(n,) for n in ("features", "generator", "pretrain", "stylenet")] * 2)
     (hp,) = {
         json.dumps(t.hparams, sort_keys=True)
         for t in grid.trials
         if t.method == "geometric-reconstruction"
     }
     hp = json.loads(hp)
-    assert hp["features"] == "random-vgg19" and hp["stride"][1] <= 7
+    assert hp["features"] == "trained-vgg19" and hp["stride"][1] <= 7
 
 
 @pytest.mark.parametrize(

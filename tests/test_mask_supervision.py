@@ -359,3 +359,46 @@ def test_geodesic_maps_are_used_at_unit_mean_unless_asked_otherwise():
             skel[(norm, scale)] = float(losses["skel"])
     assert skel[("mean", 1.0)] == pytest.approx(skel[("mean", 22.0)], rel=1e-5)
     assert skel[("none", 22.0)] == pytest.approx(22 * skel[("none", 1.0)], rel=1e-5)
+
+
+def test_mixed_view_fine_tuning_reads_another_datasets_single_images(tmp_path):
+    """Table 3: after the cascade, stage 3's losses on the target's groups and on another
+    dataset's single-view images and masks, in one forward pass; the geodesic stage makes
+    weights for both."""
+    from bench.data.pairs import pair_shards
+    from bench.data.synthetic.build import synthesize
+    from bench.data.views import Extra
+
+    cards = ["synth-body-clean", "synth-body-style", "synth-body-video"]
+    synthesize(cards, tmp_path, n_train=64, n_test=8, size=32, progress=False)
+    pair = pair_shards(*cards[:2], tmp_path, extras=(cards[2],))
+    method = build(
+        "mask-as-supervision/mixed-view-ft", single_view_card="synth-body-video", mask_size=32
+    )
+    stages = {s.name: s for s in method.stages()}
+    assert stages["finetune"].views["single"].view == Extra("synth-body-video", ("images", "masks"))
+    assert stages["finetune"].evaluate and not stages["stage3"].evaluate
+    (tmp_path / "geo").mkdir()
+    method.export_artifact("geodesic", tmp_path / "geo", pair)
+    method.export_artifact("geodesic-single", tmp_path / "geo", pair)
+    with h5py.File(tmp_path / "geo" / "geodesic-synth-body-video.h5") as f:
+        assert f["weights"].shape[0] == pair.info("extra:synth-body-video").num_samples
+    artifacts = {"geodesic": tmp_path / "geo", "geodesic-single": tmp_path / "geo"}
+    for name in ("stage2", "finetune"):
+        method.on_stage_start(stages[name], StageContext(artifacts))
+    streams = {
+        role: view.stream(pair, 2, 0, artifacts=artifacts)
+        for role, view in stages["finetune"].views.items()
+    }
+    batch = {
+        role: {k: v for k, v in next(s).items() if k != "index"} for role, s in streams.items()
+    }
+    assert batch["single"]["images"].shape[0] == 2 and batch["target"]["images"].ndim == 5
+    method.train()
+    seen = []
+    real = method.net.forward
+    method.net.forward = lambda x: seen.append(x.shape[0]) or real(x)
+    losses = method.training_step("finetune", batch, StepStub(0))
+    assert set(losses) == {"skel", "phys", "eq", "sym", "depth"}
+    assert seen[0] == 2 * 4 + 2  # two groups of four views and two single images at once
+    assert all(torch.isfinite(v) for v in losses.values())

@@ -50,6 +50,7 @@ SHORT = {
         "stage2_epochs": 0.25,
         "init_steps": 1,
         "tie_steps": 1,
+        "single_view_card": "synth-body-video",  # mixed-view fine-tuning's other dataset
     },
 }
 # Methods that read frame pairs run on the long-sequence target (strides up to 50 frames);
@@ -92,13 +93,13 @@ def pairs(tmp_path_factory):
     cards = ["synth-hand-clean", "synth-hand-wild", "synth-hand-video", "synth-backgrounds"]
     synthesize(cards, root, n_train=40, n_test=8, size=SIZE, progress=False)
     bodies = ["synth-body-clean", "synth-body-style"]
-    synthesize(bodies, root, n_train=64, n_test=8, size=SIZE, progress=False)
+    synthesize([*bodies, "synth-body-video"], root, n_train=64, n_test=8, size=SIZE, progress=False)
     return {
         **{
             target: pair_shards("synth-hand-clean", target, root)
             for target in ("synth-hand-wild", "synth-hand-video")
         },
-        "synth-body-style": pair_shards(*bodies, root),
+        "synth-body-style": pair_shards(*bodies, root, extras=("synth-body-video",)),
     }
 
 

@@ -20,6 +20,7 @@ from bench.data.shards import ShardWriter
 from bench.data.synthetic.build import synthesize
 from bench.data.views import (
     Backgrounds,
+    Extra,
     FramePairs,
     FromArtifact,
     Images,
@@ -29,6 +30,7 @@ from bench.data.views import (
     MultiView,
     View,
     check_views,
+    extra_cards,
 )
 from bench.errors import DabenchError
 from bench.paths import REPO_ROOT
@@ -450,6 +452,27 @@ def test_joined_gives_each_row_of_a_multi_view_group_its_own_artifact_row(pair, 
         view.stream(pair, 8, 0, artifacts={})
     with pytest.raises(DabenchError, match="masks cannot come from both"):
         Joined(Masked("target"), "geodesic", "w.h5", ("masks",))
+
+
+def test_extra_reads_another_datasets_training_shard_beside_the_pair(tmp_path):
+    cards = ["synth-hand-clean", "synth-hand-wild", "synth-hand-video"]
+    synthesize(cards, tmp_path, n_train=32, n_test=8, size=32, progress=False)
+    view = Extra("synth-hand-video", ("images", "masks"))
+    without = pair_shards(*cards[:2], tmp_path)
+    assert view.check(without) == [
+        "synth-hand-video images with masks: there is no synth-hand-video training shard "
+        "beside the pair"
+    ]
+    pair = pair_shards(*cards[:2], tmp_path, extras=(cards[2],))
+    assert view.check(pair) == [] and view.units(pair) == 32
+    b = next(view.stream(pair, 4, 0))
+    assert set(b) == {"images", "masks", "index"} and b["images"].shape[0] == 4
+    assert extra_cards([view, Joined(view, "s", "f.h5", ("weights",)), Images()]) == [cards[2]]
+    with pytest.raises(DabenchError, match="kp3d are pose labels"):
+        Extra("synth-hand-video", ("images", "kp3d"))
+    synthesize(["synth-body-clean"], tmp_path, n_train=32, n_test=8, size=32, progress=False)
+    with pytest.raises(DabenchError, match="joint sets do not match"):
+        pair_shards(*cards[:2], tmp_path, extras=("synth-body-clean",))
 
 
 def test_too_few_units_for_a_batch_is_one_error_naming_them(pair):

@@ -3,7 +3,7 @@ source-validation split, and the evaluation loader."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from bench.data.cards import load_dataset_card
 from bench.data.joints import get_joint_set
 from bench.data.shards import ShardDataset, ShardInfo, read_shard_info
+from bench.data.views import extra_role
 from bench.errors import DabenchError
 from bench.paths import shard_root
 
@@ -74,8 +75,12 @@ def _shard(card: str, split: str, root: Path) -> Path:
     return path
 
 
-def pair_shards(source: str, target: str, root: Path | None = None) -> PairShards:
-    """Locate and validate the four shards of a pair; joint sets and image sizes must agree."""
+def pair_shards(
+    source: str, target: str, root: Path | None = None, extras: Sequence[str] = ()
+) -> PairShards:
+    """Locate and validate the four shards of a pair, and the training shards of the other
+    datasets ``extras`` a method reads beside it (:class:`~bench.data.views.Extra`); joint
+    sets and image sizes must agree."""
     root = root or shard_root()
     paths = {
         "source_train": _shard(source, "train", root),
@@ -84,11 +89,14 @@ def pair_shards(source: str, target: str, root: Path | None = None) -> PairShard
         "target_test": _shard(target, "test", root),
     }
     infos = {role: read_shard_info(p) for role, p in paths.items()}
+    for card in extras:
+        infos[extra_role(card)] = read_shard_info(_shard(card, "train", root))
     joint_sets = {i.joint_set for i in infos.values()}
     if len(joint_sets) != 1:
+        named = " and ".join([f"{source} → {target}", *extras])
         raise DabenchError(
-            f"pair {source} → {target}: joint sets do not match ({sorted(joint_sets)}); "
-            "map both to a common joint set first"
+            f"{named}: joint sets do not match ({sorted(joint_sets)}); "
+            "map them to a common joint set first"
         )
     sizes = {i.image_size for i in infos.values()}
     if len(sizes) != 1 or next(iter(sizes))[0] != next(iter(sizes))[1]:

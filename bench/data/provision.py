@@ -5,7 +5,7 @@ converted by the user; their absence is an error raised by :func:`~bench.data.pa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bench.atomic import file_lock
@@ -22,14 +22,15 @@ def ensure_shards(
     root: Path | None = None,
     *,
     backgrounds: bool = False,
+    extras: Sequence[str] = (),
     progress: bool = False,
 ) -> None:
-    """Generate the pair's synthetic shards (and the background images when asked) if
-    they are missing."""
+    """Generate the pair's synthetic shards (and the background images, and the other
+    datasets a method reads beside the pair, when asked) if they are missing."""
     from bench.data.synthetic.build import synthesize
 
     root = root or shard_root()
-    cards = [source, target] + ([BACKGROUNDS_CARD] if backgrounds else [])
+    cards = [source, target] + ([BACKGROUNDS_CARD] if backgrounds else []) + list(extras)
     for card_name in cards:
         if load_dataset_card(card_name).synthetic is None:
             continue

@@ -237,6 +237,63 @@ class Backgrounds(View):
 
 
 @dataclass(frozen=True)
+class Extra(View):
+    """Training images of another dataset, named by its card: data a method reads beside
+    the pair's (Mask as Supervision's single-view in-the-wild images with masks, mixed into
+    multi-view training). Its joint set and image size must be the pair's; its labels are
+    never delivered."""
+
+    kind: ClassVar[str] = "extra"
+    card: str = ""
+    fields: tuple[str, ...] = ("images",)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.card, str) or not self.card:
+            raise DabenchError(f"Extra: card must be a dataset card's name, got {self.card!r}")
+        _check_fields(self)
+        labels = [f for f in self.fields if f in _POSE_LABELS]
+        if labels:
+            raise DabenchError(
+                f"Extra: {', '.join(labels)} are pose labels; another dataset's images come "
+                "without them"
+            )
+
+    @property
+    def domain(self) -> str:
+        return self.card  # neither the source nor the target: its own dataset
+
+    def describe(self) -> str:
+        return f"{self.card} images" + (" with masks" if "masks" in self.fields else "")
+
+    def _role(self) -> str:
+        return extra_role(self.card)
+
+    def _card(self, pair: PairShards) -> str:
+        return self.card
+
+    def _absent(self, pair: PairShards) -> str:
+        return f"there is no {self.card} training shard beside the pair"
+
+    def _fields(self) -> tuple[str, ...]:
+        return self.fields
+
+    def _rows(self, pair: PairShards, source_indices: np.ndarray | None) -> np.ndarray:
+        return np.arange(pair.info(self._role()).num_samples, dtype=np.int64)
+
+
+def extra_role(card: str) -> str:
+    """The key of another dataset's training shard in `PairShards.infos`."""
+    return f"extra:{card}"
+
+
+def extra_cards(views: Sequence[View]) -> list[str]:
+    """The other datasets (cards) ``views`` read, sorted, wrapped views included."""
+    found = {v.card for v in views if isinstance(v, Extra)}
+    found |= {v.view.card for v in views if isinstance(v, Joined) and isinstance(v.view, Extra)}
+    return sorted(found)
+
+
+@dataclass(frozen=True)
 class FramePairs(View):
     """Two frames of one sequence (and one camera view, where the shard has ``view``),
     ``stride`` apart, the stride drawn uniformly from the inclusive range ``stride`` among

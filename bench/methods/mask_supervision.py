@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from bench.atomic import atomic_path
 from bench.data.pairs import PairShards, eval_batches
+from bench.data.views import extra_role
 from bench.errors import DabenchError
 from bench.losses.geodesic import geodesic_weights_batch
 from bench.losses.mask_losses import (
@@ -33,7 +34,13 @@ from bench.losses.mask_losses import (
 from bench.methods.base import Method
 from bench.methods.common import WindowMean
 from bench.methods.mas_modules import skeleton, skeleton_mask
-from bench.methods.specs.mask_supervision import CASCADE, FORMS, GEODESIC_FILE, MaskSpec
+from bench.methods.specs.mask_supervision import (
+    CASCADE,
+    FORMS,
+    GEODESIC_FILE,
+    MaskSpec,
+    extra_geodesic_file,
+)
 from bench.models.backbones import normalize_images
 from bench.models.pose_net import Prediction
 from bench.models.shape_prior import ShapePrior
@@ -74,13 +81,10 @@ class MaskAsSupervision(Method):
         self.shape_prior: ShapePrior | None = None
         # the supervised post-processing map, made when its stage starts
         self.spp: nn.Module | None = None
-        self._stage_index = 0
         self._scalars = {k: WindowMean() for k in ("mask_iou",)}
 
     # -- stages ---------------------------------------------------------------------------------
     def on_stage_start(self, stage, ctx) -> None:
-        if stage.name in CASCADE:
-            self._stage_index = CASCADE.index(stage.name)
         if stage.name == "spp":
             # only the map trains: the detector is what the cascade made
             self.freeze(self.net)
@@ -99,21 +103,25 @@ class MaskAsSupervision(Method):
         if stage == "spp":
             return {"spp": self._spp_loss(batch["target"])}
         hp = self.hparams
-        k = CASCADE.index(stage)
+        k = stage_index(stage)
         tgt = batch["target"]
-        images, masks = tgt["images"], tgt["masks"]
-        multi = images.ndim == 5
-        flat = images.flatten(0, 1) if multi else images
-        x = normalize_images(flat)
+        multi = tgt["images"].ndim == 5
+        # one forward pass over the target's images (every view of every group) and, in
+        # mixed-view fine-tuning, the single-view images of the other dataset after them
+        parts = [tgt, batch["single"]] if "single" in batch else [tgt]
+        flat = [_flat(part, "images") for part in parts]
+        x = normalize_images(torch.cat(flat))
         coords = self.net(x)["coords"]
         own = 2 * coords[..., :2].float() - 1  # the detector's 2D, grid coordinates
         losses: dict[str, Tensor] = {}
         draw = own
         if multi:
-            draw, depth = self._multi_view(own, coords, tgt)
+            n = flat[0].shape[0]
+            drawn, depth = self._multi_view(own[:n], coords[:n], tgt)
+            draw = torch.cat([drawn, own[n:]])
             if hp.depth_weight > 0:
                 losses["depth"] = hp.depth_weight * depth
-        gt = self._resize(masks.flatten(0, 1) if multi else masks)
+        gt = self._resize(torch.cat([_flat(part, "masks") for part in parts]))
         m_skel = skeleton_mask(
             draw,
             self.skeletons[k],
@@ -125,8 +133,7 @@ class MaskAsSupervision(Method):
         )
         weights = None
         if hp.uses_geodesic(k):
-            w = tgt["weights"]
-            weights = (w.flatten(0, 1) if multi else w).float()
+            weights = torch.cat([_flat(part, "weights") for part in parts]).float()
             if hp.geodesic_norm == "mean":
                 weights = weights / weights.mean(dim=(-2, -1), keepdim=True)
         clip = hp.skel_clip or None
@@ -222,17 +229,24 @@ class MaskAsSupervision(Method):
     # -- the geodesic artifact ------------------------------------------------------------------
     def export_artifact(self, stage: str, directory: Path, pair: PairShards) -> None:
         """After "geodesic": G of every target training mask (float16, one row per shard row,
-        at the mask size), read by the cascade's stages through a Joined view."""
-        if stage != "geodesic":
+        at the mask size), read by the cascade's stages through a Joined view; after
+        "geodesic-single", the same for the other dataset of mixed-view fine-tuning."""
+        hp = self.hparams
+        if stage == "geodesic":
+            shards = {GEODESIC_FILE: pair.path("target", "train")}
+        elif stage == "geodesic-single":  # mixed-view fine-tuning's other dataset
+            card = hp.single_view_card
+            shards = {extra_geodesic_file(card): pair.info(extra_role(card)).path}
+        else:
             return
-        shard = pair.path("target", "train")
-        chunks = []
-        for b in eval_batches(shard, ("masks",), EXPORT_BATCH):
-            masks = self._resize(b["masks"]).numpy()
-            chunks.append(geodesic_weights_batch(masks, self.hparams.geodesic_params))
-        weights = np.concatenate(chunks).astype(np.float16)
-        with atomic_path(Path(directory) / GEODESIC_FILE) as tmp, h5py.File(tmp, "w") as f:
-            f.create_dataset("weights", data=weights, chunks=(1, *weights.shape[1:]))
+        for name, shard in shards.items():
+            chunks = []
+            for b in eval_batches(shard, ("masks",), EXPORT_BATCH):
+                masks = self._resize(b["masks"]).numpy()
+                chunks.append(geodesic_weights_batch(masks, hp.geodesic_params))
+            weights = np.concatenate(chunks).astype(np.float16)
+            with atomic_path(Path(directory) / name) as tmp, h5py.File(tmp, "w") as f:
+                f.create_dataset("weights", data=weights, chunks=(1, *weights.shape[1:]))
 
     # -- prediction -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -264,6 +278,18 @@ def spp_map(kind: str, joints: int, hidden: int) -> nn.Module:
             nn.Linear(hidden, n),
         )
     raise DabenchError(f"unknown spp {kind!r}; valid: linear, mlp")
+
+
+def stage_index(stage: str) -> int:
+    """The cascade stage whose settings a stage uses: fine-tuning continues stage 3's."""
+    return 2 if stage == "finetune" else CASCADE.index(stage)
+
+
+def _flat(part: dict[str, Tensor], field: str) -> Tensor:
+    """A batch field of single images [B,...] or of view groups [B,V,...] as [N,...]."""
+    value = part[field]
+    grouped = part["images"].ndim == 5
+    return value.flatten(0, 1) if grouped else value
 
 
 def _soft_iou(pred: Tensor, gt: Tensor) -> Tensor:

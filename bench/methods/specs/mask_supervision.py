@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bench.data.views import Joined, Labelled, Masked, MultiView, View
+from bench.data.views import Extra, Joined, Labelled, Masked, MultiView, View
 from bench.errors import DabenchError
 from bench.methods.spec import (
     Epochs,
@@ -42,6 +42,14 @@ PSI_NORMS: tuple[str, ...] = ("batch", "group")
 CASCADE: tuple[str, ...] = ("stage1", "stage2", "stage3")
 FORMS: tuple[str, ...] = ("tight", "medium", "loose")  # the skeleton form of each stage
 GEODESIC_FILE = "geodesic.h5"  # the weights G of every target training mask
+# Table 3's fine-tuning after the cascade: on the multi-view target alone, or mixed with
+# single-view images of another dataset (TikTok in the paper)
+FINETUNE_DATA: tuple[str, ...] = ("multi-view", "mixed-view")
+
+
+def extra_geodesic_file(card: str) -> str:
+    """The geodesic weights of another dataset's training masks (mixed-view fine-tuning)."""
+    return f"geodesic-{card}.h5"
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,14 @@ class MaskHparams(Hparams):
     stage3_epochs: float = 0.0  # 0: the grid's step budget; the paper: 25
     lr: float = 2e-4
     stage3_decay_at: float = 14 / 25  # ×0.5 after 14 of stage 3's 25 epochs
+    # -- Table 3: fine-tuning after the cascade (0 epochs: none — the table's Baseline),
+    # with stage 3's losses at its final lr, on the target's groups alone or mixed with
+    # single-view images and masks of another dataset (``single_view_card``; ``single_batch``
+    # images per step, 0: the grid's batch size)
+    finetune_epochs: float = 0.0
+    finetune_data: str = "multi-view"
+    single_view_card: str = ""
+    single_batch: int = 0
     # -- supervised post-processing: the map's training (the detector frozen)
     spp: str = "none"
     spp_hidden: int = 1024  # the MLP's two hidden layers
@@ -111,6 +127,7 @@ class MaskHparams(Hparams):
             ("psi_norm", PSI_NORMS),
             ("spp", SPPS),
             ("geodesic_norm", ("mean", "none")),
+            ("finetune_data", FINETUNE_DATA),
         ):
             check_choice(where, name, getattr(self, name), choices)
         check_non_negative(
@@ -130,6 +147,8 @@ class MaskHparams(Hparams):
             stage1_epochs=self.stage1_epochs,
             stage2_epochs=self.stage2_epochs,
             stage3_epochs=self.stage3_epochs,
+            finetune_epochs=self.finetune_epochs,
+            single_batch=self.single_batch,
             **{f"skel_weight[{i}]": w for i, w in enumerate(self.skel_weight)},
             **{f"phys_weight[{i}]": w for i, w in enumerate(self.phys_weight)},
             **{f"bone_lengths[{i}]": w for i, w in enumerate(self.bone_lengths)},
@@ -151,12 +170,23 @@ class MaskHparams(Hparams):
             raise DabenchError(f"{where}: eq_rotate_prob must be in [0, 1]")
         if not 0 < self.stage3_decay_at < 1:
             raise DabenchError(f"{where}: stage3_decay_at must be in (0, 1)")
+        if self.finetune_data == "mixed-view" and not self.single_view_card:
+            raise DabenchError(
+                f"{where}: mixed-view fine-tuning reads single-view images and masks of "
+                "another dataset: set single_view_card (TikTok in the paper; "
+                "synth-body-video on the synthetic benchmark)"
+            )
         if self.eq_scale >= 1:
             raise DabenchError(f"{where}: eq_scale must be < 1 (scales 1 ± eq_scale)")
 
     @property
     def multi_view(self) -> bool:
         return self.training == "multi-view"
+
+    @property
+    def mixes(self) -> bool:
+        """Whether a fine-tuning stage mixes in another dataset's single-view images."""
+        return self.finetune_epochs > 0 and self.finetune_data == "mixed-view"
 
     def uses_geodesic(self, stage: int) -> bool:
         """G weights the mask losses in stages 1 and 3, never in 2 (supp. A.3)."""
@@ -217,8 +247,11 @@ STAGE2_READS = (
 )
 
 
-# everything but the post-processing: SPP rows share the cascade of the plain row
-STAGE3_READS = tuple(n for n in MaskHparams.__dataclass_fields__ if not n.startswith("spp"))
+# stage 3 reads everything but what comes after it (fine-tuning, post-processing), so the
+# rows of Table 3 and the SPP rows share the cascade of the plain row
+_AFTER = ("spp", "finetune_", "single_")
+STAGE3_READS = tuple(n for n in MaskHparams.__dataclass_fields__ if not n.startswith(_AFTER))
+FINETUNE_READS = tuple(n for n in MaskHparams.__dataclass_fields__ if not n.startswith("spp"))
 
 
 def _adam(params: tuple[str, ...], lr: float, schedule: Schedule | None = None) -> Optim:
@@ -278,9 +311,45 @@ class MaskSpec(MethodSpec):
                 )
             )
 
+        if hp.finetune_epochs > 0:
+            views = {"target": _target_view(hp, hp.geodesic)}
+            sizes = {}
+            stages[-1] = dataclasses.replace(stages[-1], evaluate=False, reads=STAGE3_READS)
+            if hp.mixes:
+                single: View = Extra(hp.single_view_card, ("images", "masks"))
+                if hp.geodesic:
+                    # the other dataset's weights in a stage of their own, after the cascade,
+                    # which the plain row's cascade is thereby shared with
+                    stages.append(
+                        Stage(
+                            "geodesic-single",
+                            views={"single": single},
+                            length=Steps(0),
+                            optimizers={},
+                            evaluate=False,
+                            reads=(*GEODESIC_READS, "single_view_card"),
+                        )
+                    )
+                    name = extra_geodesic_file(hp.single_view_card)
+                    single = Joined(single, "geodesic-single", name, ("weights",))
+                views["single"] = single
+                sizes = {"single": hp.single_batch} if hp.single_batch else {}
+            params = ("net", "shape_prior") if hp.shape_prior else ("net",)
+            stages.append(
+                Stage(
+                    "finetune",
+                    views=views,
+                    length=Epochs(hp.finetune_epochs, role="target"),
+                    batch_sizes=sizes,
+                    # stage 3 ended at half the lr: fine-tuning continues there
+                    optimizers={"main": _adam(params, hp.lr * 0.5)},
+                    reads=FINETUNE_READS,
+                )
+            )
         if hp.spp != "none":
             # after the cascade: only the map trains, on labelled target training images
-            stages[-1] = dataclasses.replace(stages[-1], evaluate=False, reads=STAGE3_READS)
+            before = STAGE3_READS if stages[-1].name == "stage3" else FINETUNE_READS
+            stages[-1] = dataclasses.replace(stages[-1], evaluate=False, reads=before)
             stages.append(
                 Stage(
                     "spp",
@@ -304,9 +373,9 @@ class MaskSpec(MethodSpec):
     def losses(cls, hp: Any, stage: str) -> tuple[str, ...]:
         if stage == "spp":
             return ("spp",)
-        if stage == "geodesic":
+        if stage.startswith("geodesic"):
             return ()
-        k = CASCADE.index(stage)
+        k = 2 if stage == "finetune" else CASCADE.index(stage)  # fine-tuning: stage 3's
         out = ["skel"]
         if hp.uses_physique(k):
             out.append("phys")
