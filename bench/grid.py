@@ -373,6 +373,23 @@ def _stage_key(
     )
 
 
+def _check_joint_names(resolved: list[ResolvedMethod], card: Any, where: str) -> None:
+    """A method that reads joints by name (a skeleton's bones) cannot run on a pair whose
+    joint set lacks them: refused when the grid is read, naming the way out."""
+    from bench.data.joints import get_joint_set
+
+    have = set(get_joint_set(card.joint_set).joints)
+    for r in resolved:
+        needed = r.spec.joint_names
+        missing = sorted(set(needed) - have) if needed else []
+        if missing:
+            raise DabenchError(
+                f"{where}: method {r.label} cannot run on {card.name} (joint set "
+                f"{card.joint_set} has no {', '.join(missing)}); give that pair "
+                f"'skip: [{r.card.name}]' to leave it out"
+            )
+
+
 @dataclass
 class _Plan:
     """The nodes of one (method, pair, seed): its pre-training stage runs and its trial,
@@ -515,15 +532,24 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
             )
     checked_pairs = []
     pair_resolved = []
+    pair_skips: list[set[str]] = []
     for pair in pairs:
         if (
             not isinstance(pair, dict)
             or not {"source", "target"} <= set(pair)
-            or set(pair) - {"source", "target", "hparams"}
+            or set(pair) - {"source", "target", "hparams", "skip"}
         ):
             raise DabenchError(
                 f"{where}: each pair needs 'source' and 'target' (and optionally 'hparams', "
-                f"per-method hyper-parameters for this pair only), got {pair!r}"
+                "per-method hyper-parameters for this pair only, and 'skip', methods the pair "
+                f"does not run), got {pair!r}"
+            )
+        skip = pair.get("skip") or []
+        labels = [str(m) for m in methods]
+        if not isinstance(skip, list) or not set(map(str, skip)) <= set(labels) | method_names:
+            raise DabenchError(
+                f"{where}: pair {pair['source']} → {pair['target']}: skip must list methods "
+                f"the grid runs ({', '.join(labels)}), got {skip!r}"
             )
         pair_hp = pair.get("hparams") or {}
         if not isinstance(pair_hp, Mapping) or set(pair_hp) - method_names:
@@ -541,6 +567,12 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
             )
         if not src.has_joints:
             raise DabenchError(f"{where}: {src.name} has no joints and cannot be a pair member")
+        skipped = {str(m) for m in skip}
+        runs_here = [
+            r for r in pair_resolved[-1][0] if r.label not in skipped and r.card.name not in skipped
+        ]
+        _check_joint_names(runs_here, src, where)
+        pair_skips.append(skipped)
         checked_pairs.append((src, tgt))
 
     full = dataclasses.asdict(train_cfg)
@@ -569,6 +601,9 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
             warms: dict[str, _Plan] = {}
             plans = []
             for r in resolved:
+                if r.label in pair_skips[pi] or r.card.name in pair_skips[pi]:
+                    plans.append(None)  # the grid's skip: this pair does not run it
+                    continue
                 warm = None
                 if warm_method is not None and r.spec.warm_start:
                     steps = ctx.train_for(warm_method)["steps"]
@@ -577,9 +612,11 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
                 own = ctx.train_for(r)
                 budget = (own["adapt_steps"] or own["steps"]) if warm is not None else own["steps"]
                 plans.append(_plan(r, ctx, selection, warm, budget))
-            needed = {u.key for p in plans for u in p.trial.upstream}
-            needed |= {u.key for p in plans for s in p.stage_runs for u in s.upstream}
+            needed = {u.key for p in plans if p for u in p.trial.upstream}
+            needed |= {u.key for p in plans if p for s in p.stage_runs for u in s.upstream}
             for mi, p in enumerate(plans):
+                if p is None:
+                    continue
                 exports = {st: k for st, k in p.stage_keys.items() if k in needed}
                 trial = dataclasses.replace(p.trial, exports=exports)
                 trials.append(((mi, pi, si), trial))

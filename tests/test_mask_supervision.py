@@ -402,3 +402,36 @@ def test_mixed_view_fine_tuning_reads_another_datasets_single_images(tmp_path):
     assert set(losses) == {"skel", "phys", "eq", "sym", "depth"}
     assert seen[0] == 2 * 4 + 2  # two groups of four views and two single images at once
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_a_grid_refuses_it_on_hands_unless_the_pair_skips_it(tmp_path):
+    from conftest import write_grid
+
+    from bench.grid import load_grid
+    from bench.methods.mas_modules import FORMS as forms
+
+    r = resolve_method("mask-as-supervision", TINY)
+    assert set(r.spec.joint_names) == {
+        BODY.joints[j] for f in forms for j in skeleton(BODY, f).joints
+    }
+    pairs = [
+        {"source": "synth-hand-clean", "target": "synth-hand-wild"},
+        {"source": "synth-body-clean", "target": "synth-body-wild"},
+    ]
+    grid = dict(methods=["source-only", "mask-as-supervision"], model={"head": "volumetric"})
+    with pytest.raises(
+        DabenchError,
+        match=r"mask-as-supervision cannot run on synth-hand-clean.*skip: .mask-as-supervision.",
+    ):
+        load_grid(write_grid(tmp_path, pairs=pairs, **grid))
+    pairs[0]["skip"] = ["mask-as-supervision"]
+    loaded = load_grid(write_grid(tmp_path, pairs=pairs, **grid))
+    runs = {(t.method, t.target) for t in loaded.trials}
+    assert runs == {
+        ("source-only", "synth-hand-wild"),
+        ("source-only", "synth-body-wild"),
+        ("mask-as-supervision", "synth-body-wild"),
+    }
+    pairs[0]["skip"] = ["dann"]
+    with pytest.raises(DabenchError, match="skip must list methods the grid runs"):
+        load_grid(write_grid(tmp_path, pairs=pairs, **grid))

@@ -365,3 +365,11 @@ def test_dabench_report_does_not_import_torch(tmp_path):
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
     assert (tmp_path / "tables.tex").exists() and (tmp_path / "csv" / "main.csv").exists()
+
+
+def test_every_method_category_has_a_report_section_in_order():
+    from bench.config import CATEGORIES
+    from bench.report.plots import CATEGORY_ORDER
+    from bench.report.tables import SECTIONS
+
+    assert tuple(SECTIONS) == CATEGORIES == CATEGORY_ORDER

@@ -216,6 +216,10 @@ class MethodSpec:
     # The backbones the method can train (None: any). Checked when a grid is expanded, so
     # a grid that gives a masked-image-modelling method a CNN is refused before any run.
     backbones: ClassVar[tuple[str, ...] | None] = None
+    # The joints, by name, the method draws or reads by name (None: any joint set). Checked
+    # when a grid is expanded: a pair whose joint set lacks one is refused (or skipped by
+    # the grid's ``skip``) before any run.
+    joint_names: ClassVar[tuple[str, ...] | None] = None
 
     @classmethod
     def stages(cls, hp: Any) -> list[Stage]:

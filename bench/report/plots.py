@@ -22,11 +22,12 @@ from matplotlib.patches import Patch
 from scipy import stats
 
 from bench.atomic import atomic_path
+from bench.config import CATEGORIES
 from bench.errors import DabenchError
 from bench.report.frames import group_key
 
 # The same order as the main table, so that colours and legends read like it.
-CATEGORY_ORDER = ("source-only", "domain-adaptation", "domain-generalisation", "oracle")
+CATEGORY_ORDER = CATEGORIES
 
 # Target first: it is the number the benchmark is about; source validation is context.
 SPLIT_ORDER = ("target_test", "source_val")

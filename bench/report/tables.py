@@ -26,10 +26,12 @@ from bench.report.protocols import (
 from bench.report.stats import mean_ci
 from bench.selection import RULES
 
+# One section per method category, in bench.config.CATEGORIES' order (checked by a test)
 SECTIONS = {
     "source-only": "Source only",
     "domain-adaptation": "Domain adaptation",
     "domain-generalisation": "Domain generalisation",
+    "unsupervised": "Unsupervised (target images and masks, no labels)",
     "oracle": "Oracle",
 }
 SPLITS = {

@@ -276,6 +276,27 @@ class MaskSpec(MethodSpec):
 
     Hparams = MaskHparams
     adapter = "bench.methods.mask_supervision:MaskAsSupervision"
+    # the 17 joints of the Human3.6M tree its skeleton forms are drawn with
+    # (bench/methods/mas_modules.py)
+    joint_names = (
+        "pelvis",
+        "r_hip",
+        "r_knee",
+        "r_ankle",
+        "l_hip",
+        "l_knee",
+        "l_ankle",
+        "spine",
+        "thorax",
+        "neck",
+        "head",
+        "l_shoulder",
+        "l_elbow",
+        "l_wrist",
+        "r_shoulder",
+        "r_elbow",
+        "r_wrist",
+    )
 
     @classmethod
     def stages(cls, hp: Any) -> list[Stage]:
