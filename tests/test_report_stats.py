@@ -441,3 +441,22 @@ def test_importing_the_module_stays_light():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_method_missing_on_some_pair_leaves_the_ranks_not_the_pairs():
+    import pandas as pd
+
+    from bench.report.comparisons import comparable
+
+    scores = pd.DataFrame(
+        {"a": [1.0, 2.0, 3.0], "b": [2.0, 1.0, 4.0], "c": [None, 0.5, None]},
+        index=["p1", "p2", "p3"],
+    )
+    kept, left = comparable(scores)
+    assert left == ["c"] and list(kept.columns) == ["a", "b"] and len(kept.dropna()) == 3
+    # a method missing everywhere but one pair of two: dropping it still keeps more pairs
+    full = scores.fillna(0.1)
+    assert comparable(full)[1] == []  # complete: nothing left out
+    # when leaving methods out would not keep more complete pairs, nothing is left out
+    sparse = pd.DataFrame({"a": [1.0, None], "b": [None, 2.0]}, index=["p1", "p2"])
+    assert comparable(sparse)[1] == []

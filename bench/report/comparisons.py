@@ -37,6 +37,17 @@ def pair_scores(store: Store, rule: str, metric: str, oracle: bool = False) -> p
     return t.pivot_table(index="pair", columns="label", values=col, aggfunc="mean")
 
 
+def comparable(scores: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The pair × method scores ranks and tests can use, and the methods left out: a method
+    without a value on some pair (a grid's ``skip``: a body method on a hand pair) is left
+    out when that keeps more complete pairs than dropping those pairs would."""
+    partial = [c for c in scores.columns if scores[c].isna().any() and scores[c].notna().any()]
+    rest = scores.drop(columns=partial)
+    if partial and rest.shape[1] >= 2 and len(rest.dropna()) > len(scores.dropna()):
+        return rest, partial
+    return scores, []
+
+
 def _seed_blocks(store: Store, rule: str, metric: str) -> pd.DataFrame:
     t = store.trials[store.trials["status"] != "failed"]
     return t.pivot_table(
@@ -60,7 +71,13 @@ def statistics_table(store: Store, rule: str, metric: str) -> Table:
             Column("holm", f"vs {method_title(reference)}", "Wilcoxon p (Holm)", 3),
         ]
     notes = []
-    scores = pair_scores(store, rule, metric)
+    scores, left_out = comparable(pair_scores(store, rule, metric))
+    if left_out:
+        notes.append(
+            f"{', '.join(method_title(lb) for lb in left_out)}: left out of the ranks and the "
+            "Friedman test (no value on every pair — a pair the grid skips it on, or a "
+            "missing trial)."
+        )
     complete = scores.dropna()
     table = Table(
         f"statistics-{metric}",
@@ -139,5 +156,5 @@ def statistics_tables(store: Store, rule: str, metrics: Sequence[str]) -> list[T
 def cd_scores(store: Store, rule: str, metric: str) -> pd.DataFrame:
     """The pair × method scores a critical-difference diagram is drawn from, with the
     methods' display titles as columns."""
-    scores = pair_scores(store, rule, metric).dropna()
+    scores = comparable(pair_scores(store, rule, metric))[0].dropna()
     return scores.rename(columns={lb: method_title(lb) for lb in scores.columns})
