@@ -373,7 +373,7 @@ def test_mixed_view_fine_tuning_reads_another_datasets_single_images(tmp_path):
     synthesize(cards, tmp_path, n_train=64, n_test=8, size=32, progress=False)
     pair = pair_shards(*cards[:2], tmp_path, extras=(cards[2],))
     method = build(
-        "mask-as-supervision/mixed-view-ft", single_view_card="synth-body-video", mask_size=32
+        "mask-as-supervision/mixed-view", single_view_card="synth-body-video", mask_size=32
     )
     stages = {s.name: s for s in method.stages()}
     assert stages["finetune"].views["single"].view == Extra("synth-body-video", ("images", "masks"))
@@ -435,3 +435,42 @@ def test_a_grid_refuses_it_on_hands_unless_the_pair_skips_it(tmp_path):
     pairs[0]["skip"] = ["dann"]
     with pytest.raises(DabenchError, match="skip must list methods the grid runs"):
         load_grid(write_grid(tmp_path, pairs=pairs, **grid))
+
+
+def test_each_cascade_stage_weighs_its_terms_with_its_own_lambdas():
+    """supp. A.3: λ_s = 10, 1, 2 and λ_p = –, 4, 1.5 over stages 1–3 — each term is the
+    unit-weight term times its stage's λ."""
+    k, rot, t = _rig(1)
+    masks = torch.zeros(1, 4, SIZE, SIZE, dtype=torch.uint8)
+    masks[..., 10:54, 24:40] = 1
+    g = torch.Generator().manual_seed(9)
+    images = torch.randint(0, 256, (1, 4, SIZE, SIZE, 3), dtype=torch.uint8, generator=g)
+    batch = {
+        "target": {
+            "images": images,
+            "masks": masks,
+            "weights": torch.rand(1, 4, SIZE, SIZE, generator=g) + 1,
+            "K": k,
+            "cam_R": rot,
+            "cam_t": t,
+        }
+    }
+
+    def terms(**hp):
+        method = build(eq_weight=0.0, **hp)
+        out = {}
+        for stage in ("stage1", "stage2", "stage3"):
+            method.on_stage_start(_stage(method, stage), StageContext({}))
+            method.eval()  # ψ's BatchNorm in eval mode: both builds see the same function
+            losses = method.training_step(stage, batch, StepStub(10**6))
+            out[stage] = {k: float(v) for k, v in losses.items()}
+        return out
+
+    paper, unit = terms(), terms(skel_weight=[1.0, 1.0, 1.0], phys_weight=[1.0, 1.0])
+    for stage, lam_s in zip(("stage1", "stage2", "stage3"), (10.0, 1.0, 2.0), strict=True):
+        assert paper[stage]["skel"] == pytest.approx(lam_s * unit[stage]["skel"], rel=1e-4)
+    for stage, lam_p in (("stage2", 4.0), ("stage3", 1.5)):
+        assert paper[stage]["phys"] == pytest.approx(lam_p * unit[stage]["phys"], rel=1e-4)
+    assert "phys" not in paper["stage1"]  # ψ enters at stage 2
+    bones = terms(bone_weight=1.0)["stage1"]["bone"]
+    assert paper["stage1"]["bone"] == pytest.approx(2.5 * bones, rel=1e-4)  # stage 1 only
