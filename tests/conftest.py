@@ -34,42 +34,33 @@ TINY_GRID: dict[str, Any] = {
 }
 
 
+def _pair_factory(tmp_path_factory, cards: tuple[str, str], defaults: tuple[int, int, int]):
+    """``make(n_train, n_test, size)``: the pair's shards, generated once per size."""
+    made: dict[tuple[int, int, int], PairShards] = {}
+
+    def make(n_train: int = defaults[0], n_test: int = defaults[1], size: int = defaults[2]):
+        key = (n_train, n_test, size)
+        if key not in made:
+            root = tmp_path_factory.mktemp(f"{cards[0]}-{n_train}-{n_test}-{size}")
+            synthesize(list(cards), root, n_train=n_train, n_test=n_test, size=size, progress=False)
+            made[key] = pair_shards(*cards, root)
+        return made[key]
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def hand_pair(tmp_path_factory) -> Callable[..., PairShards]:
     """``hand_pair(n_train, n_test, size)``: synth-hand clean → wild shards, generated once
     per size for the whole session. Read-only: tests that write shards make their own."""
-    made: dict[tuple[int, int, int], PairShards] = {}
-
-    def make(n_train: int = 40, n_test: int = 8, size: int = 32) -> PairShards:
-        key = (n_train, n_test, size)
-        if key not in made:
-            root = tmp_path_factory.mktemp(f"hand-pair-{n_train}-{n_test}-{size}")
-            synthesize(
-                list(HAND_PAIR), root, n_train=n_train, n_test=n_test, size=size, progress=False
-            )
-            made[key] = pair_shards(*HAND_PAIR, root)
-        return made[key]
-
-    return make
+    return _pair_factory(tmp_path_factory, HAND_PAIR, (40, 8, 32))
 
 
 @pytest.fixture(scope="session")
 def body_pair(tmp_path_factory) -> Callable[..., PairShards]:
     """``body_pair(n_train, n_test, size)``: synth-body clean → style shards (4-camera
     rigs, 8-frame sequences, masks), generated once per size for the whole session."""
-    made: dict[tuple[int, int, int], PairShards] = {}
-
-    def make(n_train: int = 64, n_test: int = 32, size: int = 64) -> PairShards:
-        key = (n_train, n_test, size)
-        if key not in made:
-            root = tmp_path_factory.mktemp(f"body-pair-{n_train}-{n_test}-{size}")
-            synthesize(
-                list(BODY_PAIR), root, n_train=n_train, n_test=n_test, size=size, progress=False
-            )
-            made[key] = pair_shards(*BODY_PAIR, root)
-        return made[key]
-
-    return make
+    return _pair_factory(tmp_path_factory, BODY_PAIR, (64, 32, 64))
 
 
 @pytest.fixture

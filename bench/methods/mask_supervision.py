@@ -44,6 +44,7 @@ from bench.methods.specs.mask_supervision import (
 from bench.models.backbones import normalize_images
 from bench.models.pose_net import Prediction
 from bench.models.shape_prior import ShapePrior
+from bench.models.skeleton_maps import grid_to_heatmap, heatmap_to_grid
 from bench.models.triangulation import projection_matrices, reproject
 
 # Joints by name: the spine chain of the constant bone lengths (supp. A.1), the symmetric
@@ -180,10 +181,10 @@ class MaskAsSupervision(Method):
         root-relative depth against the triangulated pose's in each camera."""
         b, v = tgt["images"].shape[:2]
         size = self.net.config.img_size
-        uv = ((own + 1) * size - 1) / 2  # grid → px
+        uv = grid_to_heatmap(own, (size, size))  # grid → image px
         proj = projection_matrices(tgt["K"].float(), tgt["cam_R"].float(), tgt["cam_t"].float())
         world, uv_re = reproject(uv.view(b, v, *uv.shape[1:]), proj)
-        draw = (2 * uv_re.flatten(0, 1) + 1) / size - 1
+        draw = heatmap_to_grid(uv_re.flatten(0, 1), (size, size))
         with torch.no_grad():
             cam = torch.einsum("bvij,bkj->bvki", tgt["cam_R"].float(), world.detach())
             cam = cam + tgt["cam_t"].float()[:, :, None]

@@ -23,7 +23,8 @@ from bench.data.joints import get_joint_set
 from bench.methods.base import build_method
 from bench.methods.cards import resolve_method
 from bench.models.pose_net import ModelConfig
-from bench.trainer import StageContext, StepContext, TrainConfig, Trainer
+from bench.trainer import StageContext, TrainConfig, Trainer
+from benchmarks.steps import time_stage_step
 
 BATCH = 32
 CPU_WIDTHS = {
@@ -54,7 +55,6 @@ def _trainer(entry: str, hparams: dict, pair, config, workdir, model: dict) -> T
 
 
 def _bench(benchmark, trainer: Trainer, stage_name: str) -> None:
-    stages = {s.name: s for s in trainer.stages}
     for s in trainer.stages:  # the start hooks of the stages up to this one, in order
         trainer.method.on_stage_start(s, StageContext({}))
         if s.name == stage_name:
@@ -62,21 +62,7 @@ def _bench(benchmark, trainer: Trainer, stage_name: str) -> None:
     if hasattr(trainer.method, "bone_count"):
         trainer.method.bone_sum.fill_(40.0)  # as if pre-training had seen the source
         trainer.method.bone_count.fill_(1.0)
-    stage = stages[stage_name]
-    update = trainer.updater(stage)
-    trainer.streams = trainer.open_streams(stage)
-    batch = trainer.next_batch()
-    trainer.method.train()
-    benchmark.extra_info["images_per_step"] = sum(
-        b["images"][..., 0, 0, 0].numel() for b in batch.values()
-    )
-    ctx = StepContext(update, 0, 0.5)
-    loss = benchmark.pedantic(
-        lambda: sum(update.step(batch, ctx).values()).detach(),
-        rounds=5 if not benchmark.disabled else 1,
-        warmup_rounds=1 if not benchmark.disabled else 0,
-    )
-    assert torch.isfinite(loss)
+    time_stage_step(benchmark, trainer, stage_name)
 
 
 @pytest.mark.benchmark(group="geometric-step-cost")

@@ -24,7 +24,8 @@ from bench.losses.geodesic import geodesic_weights_batch
 from bench.methods.base import build_method
 from bench.methods.cards import resolve_method
 from bench.models.pose_net import ModelConfig
-from bench.trainer import StageContext, StepContext, TrainConfig, Trainer
+from bench.trainer import StageContext, TrainConfig, Trainer
+from benchmarks.steps import time_stage_step
 
 IMAGES = 32
 MODEL = {"backbone": "regnetx_002", "feature_stride": 16, "head_channels": 64, "img_size": 64}
@@ -51,22 +52,8 @@ def _bench(benchmark, trainer: Trainer, stage_name: str, artifacts: dict) -> Non
         trainer.method.on_stage_start(s, StageContext(artifacts))
         if s.name == stage_name:
             break
-    stage = next(s for s in trainer.stages if s.name == stage_name)
-    update = trainer.updater(stage)
     trainer.artifacts = artifacts
-    trainer.streams = trainer.open_streams(stage)
-    batch = trainer.next_batch()
-    trainer.method.train()
-    benchmark.extra_info["images_per_step"] = sum(
-        b["images"][..., 0, 0, 0].numel() for b in batch.values()
-    )
-    ctx = StepContext(update, 0, 0.5)
-    loss = benchmark.pedantic(
-        lambda: sum(update.step(batch, ctx).values()).detach(),
-        rounds=5 if not benchmark.disabled else 1,
-        warmup_rounds=1 if not benchmark.disabled else 0,
-    )
-    assert torch.isfinite(loss)
+    time_stage_step(benchmark, trainer, stage_name)
 
 
 @pytest.mark.benchmark(group="mas-step-cost")

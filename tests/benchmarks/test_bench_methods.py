@@ -18,7 +18,8 @@ import torch
 from bench.methods.base import build_method
 from bench.methods.cards import resolve_method
 from bench.models.pose_net import ModelConfig
-from bench.trainer import StepContext, TrainConfig, Trainer
+from bench.trainer import TrainConfig, Trainer
+from benchmarks.steps import time_stage_step
 
 BATCH = 32
 METHODS = ("source-only", "ddc", "dan", "dann", "causal-interventions")
@@ -44,17 +45,4 @@ def make_trainer(entry: str, pair, config: TrainConfig, workdir) -> Trainer:
 def test_method_step(benchmark, shared, entry, tmp_path):
     pair, config = shared
     trainer = make_trainer(entry, pair, config, tmp_path)
-    stage = trainer.stages[-1]  # the main (last) stage
-    update = trainer.updater(stage)
-    trainer.streams = trainer.open_streams(stage)
-    batch = trainer.next_batch()
-    trainer.method.train()
-    domains = 1 if entry == "source-only" else 2
-    benchmark.extra_info["images_per_step"] = domains * BATCH
-    ctx = StepContext(update, 0, 0.5)
-    loss = benchmark.pedantic(
-        lambda: sum(update.step(batch, ctx).values()).detach(),
-        rounds=5 if not benchmark.disabled else 1,
-        warmup_rounds=1 if not benchmark.disabled else 0,
-    )
-    assert torch.isfinite(loss)
+    time_stage_step(benchmark, trainer, trainer.stages[-1].name)  # the main (last) stage
