@@ -472,5 +472,38 @@ def test_each_cascade_stage_weighs_its_terms_with_its_own_lambdas():
     for stage, lam_p in (("stage2", 4.0), ("stage3", 1.5)):
         assert paper[stage]["phys"] == pytest.approx(lam_p * unit[stage]["phys"], rel=1e-4)
     assert "phys" not in paper["stage1"]  # ψ enters at stage 2
+    assert paper["stage2"]["phys"] > 0 and paper["stage3"]["phys"] > 0  # and counts there
     bones = terms(bone_weight=1.0)["stage1"]["bone"]
     assert paper["stage1"]["bone"] == pytest.approx(2.5 * bones, rel=1e-4)  # stage 1 only
+
+
+def test_each_views_mask_is_drawn_from_the_reprojection_not_its_own_2d(monkeypatch):
+    """Δ inside the training step: the points the skeleton masks are drawn from are the
+    multi-view re-projection, not the views' own predictions."""
+    import bench.methods.mask_supervision as mas
+
+    method = build(eq_weight=0.0)
+    k, rot, t = _rig(1)
+    masks = torch.zeros(1, 4, SIZE, SIZE, dtype=torch.uint8)
+    masks[..., 10:54, 24:40] = 1
+    images = torch.randint(0, 256, (1, 4, SIZE, SIZE, 3), dtype=torch.uint8)
+    tgt = {"images": images, "masks": masks, "K": k, "cam_R": rot, "cam_t": t}
+    tgt["weights"] = torch.ones(1, 4, SIZE, SIZE)
+    seen = {}
+    real_multi, real_mask = method._multi_view, mas.skeleton_mask
+
+    def multi_view(own, coords, part):
+        draw, depth = real_multi(own, coords, part)
+        seen["own"], seen["reprojected"] = own.detach(), draw.detach() + 0.25
+        return draw + 0.25, depth  # moved: the masks must follow it
+
+    def mask(points, *args, **kwargs):
+        seen["drawn"] = points.detach()
+        return real_mask(points, *args, **kwargs)
+
+    method._multi_view = multi_view
+    monkeypatch.setattr(mas, "skeleton_mask", mask)
+    method.on_stage_start(_stage(method, "stage1"), StageContext({}))
+    method.training_step("stage1", {"target": tgt}, StepStub(0))
+    assert torch.equal(seen["drawn"], seen["reprojected"])
+    assert not torch.allclose(seen["drawn"], seen["own"])
