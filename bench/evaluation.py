@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from bench.atomic import atomic_path
-from bench.data.pairs import PairShards, eval_batches
+from bench.data.pairs import PairShards, also_test_role, eval_batches
+from bench.data.shards import read_shard_info
 from bench.data.views import moment_ids
 from bench.metrics import evaluate
 from bench.models.lifting import backproject
@@ -46,8 +47,9 @@ class Evaluation:
 
 
 class Evaluator:
-    """Evaluates a method on the target test split, the held-out source-validation rows
-    and optionally the source test split."""
+    """Evaluates a method on the target test split, the held-out source-validation rows,
+    optionally the source test split, and the test splits of the datasets the grid's pair
+    also tests on (``test@<card>``)."""
 
     def __init__(
         self,
@@ -69,6 +71,8 @@ class Evaluator:
             self.splits["source_val"] = (pair.source_train, source_val)
         if source_test:
             self.splits["source_test"] = (pair.source_test, None)
+        for card, path in pair.also_test.items():
+            self.splits[also_test_role(card)] = (path, None)
         self.batch_size = batch_size
         self.device = device
         self.autocast = autocast
@@ -83,8 +87,12 @@ class Evaluator:
         out: dict[str, list[np.ndarray]] = {
             k: [] for k in ("pred2d", "pred3d", "gt2d", "gt3d", "vis")
         }
+        # a 2D-only set (MPII-like) also says how large each head is, for PCKh
+        fields = EVAL_FIELDS
+        if "head_size" in read_shard_info(path).fields:
+            fields, out["head_size"] = (*EVAL_FIELDS, "head_size"), []
         root = method.root
-        for batch in eval_batches(path, EVAL_FIELDS, self.batch_size, indices):
+        for batch in eval_batches(path, fields, self.batch_size, indices):
             images = batch["images"].to(self.device)
             with self.autocast():
                 pred = method.predict(images)
@@ -97,6 +105,8 @@ class Evaluator:
             out["gt2d"].append(batch["kp2d"].numpy())
             out["gt3d"].append(batch["kp3d"].numpy())
             out["vis"].append(batch["vis"].numpy())
+            if "head_size" in out:
+                out["head_size"].append(batch["head_size"].numpy())
         result = {k: np.concatenate(v) for k, v in out.items()}
         moments = moment_ids(path, indices)
         if moments is not None:
@@ -123,6 +133,7 @@ class Evaluator:
                     self.pair.joint_set,
                     self.pair.image_size,
                     groups=p.get("moments"),
+                    head_size=p.get("head_size"),
                 )
                 metrics[split] = report.to_dict()
                 with atomic_path(where / f"{split}.npz") as tmp:

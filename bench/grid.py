@@ -108,6 +108,8 @@ class _Node:
         d = dict(d)
         d["upstream"] = tuple(Upstream(**u) for u in d.get("upstream", ()))
         d["stages"] = tuple(d.get("stages", ()))
+        if "also_test" in d:
+            d["also_test"] = tuple(d["also_test"])
         return cls(**d)
 
     def model_config(self) -> ModelConfig:
@@ -137,6 +139,9 @@ class TrialSpec(_Node):
     selection: str = "last"
     # stage → artifact key, for the stages whose output another node of the grid needs
     exports: Mapping[str, str] = field(default_factory=dict)
+    # datasets whose test split the trial is also evaluated on, never trained on (the
+    # pair's also_test: cross-dataset generalisation)
+    also_test: tuple[str, ...] = ()
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -152,7 +157,7 @@ class TrialSpec(_Node):
             # settings of other trials must not make a from-scratch trial run again
             "train": _semantic_train(self.train, *ADAPT_TRAIN),
             "start": self.start.key if self.start else None,
-        }
+        } | ({"also_test": list(self.also_test)} if self.also_test else {})
 
     @property
     def trial_id(self) -> str:
@@ -373,6 +378,28 @@ def _stage_key(
     )
 
 
+def _also_test(pair: Mapping[str, Any], src: Any, tgt: Any, where: str) -> tuple[str, ...]:
+    """The pair's ``also_test`` cards, checked: labelled datasets of the pair's joint set,
+    each once, none of them the pair's own target (its test split is evaluated anyway)."""
+    given = pair.get("also_test") or []
+    at = f"{where}: pair {src.name} → {tgt.name}: also_test"
+    if not isinstance(given, list) or not all(isinstance(c, str) for c in given):
+        raise DabenchError(f"{at} must be a list of dataset card names, got {given!r}")
+    if len(set(given)) != len(given) or tgt.name in given:
+        raise DabenchError(
+            f"{at} lists a dataset twice or the pair's own target ({tgt.name}, whose test "
+            f"split every trial is evaluated on anyway): {given}"
+        )
+    for name in given:
+        card = load_dataset_card(name)
+        if not card.has_joints or card.joint_set != src.joint_set:
+            raise DabenchError(
+                f"{at}: {name} has joint set {card.joint_set}, the pair {src.joint_set}; "
+                "a dataset evaluated beside the pair must be converted to the pair's joints"
+            )
+    return tuple(given)
+
+
 def _check_joint_names(resolved: list[ResolvedMethod], card: Any, where: str) -> None:
     """A method that reads joints by name (a skeleton's bones) cannot run on a pair whose
     joint set lacks them: refused when the grid is read, naming the way out."""
@@ -533,16 +560,18 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
     checked_pairs = []
     pair_resolved = []
     pair_skips: list[set[str]] = []
+    pair_also: list[tuple[str, ...]] = []
     for pair in pairs:
         if (
             not isinstance(pair, dict)
             or not {"source", "target"} <= set(pair)
-            or set(pair) - {"source", "target", "hparams", "skip"}
+            or set(pair) - {"source", "target", "hparams", "skip", "also_test"}
         ):
             raise DabenchError(
                 f"{where}: each pair needs 'source' and 'target' (and optionally 'hparams', "
-                "per-method hyper-parameters for this pair only, and 'skip', methods the pair "
-                f"does not run), got {pair!r}"
+                "per-method hyper-parameters for this pair only, 'skip', methods the pair "
+                "does not run, and 'also_test', datasets whose test split every trial is also "
+                f"evaluated on), got {pair!r}"
             )
         skip = pair.get("skip") or []
         labels = [str(m) for m in methods]
@@ -567,6 +596,7 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
             )
         if not src.has_joints:
             raise DabenchError(f"{where}: {src.name} has no joints and cannot be a pair member")
+        pair_also.append(_also_test(pair, src, tgt, where))
         skipped = {str(m) for m in skip}
         runs_here = [
             r for r in pair_resolved[-1][0] if r.label not in skipped and r.card.name not in skipped
@@ -618,7 +648,7 @@ def expand(raw: Mapping[str, Any], path: Path) -> Grid:
                 if p is None:
                     continue
                 exports = {st: k for st, k in p.stage_keys.items() if k in needed}
-                trial = dataclasses.replace(p.trial, exports=exports)
+                trial = dataclasses.replace(p.trial, exports=exports, also_test=pair_also[pi])
                 trials.append(((mi, pi, si), trial))
                 for k in exports.values():
                     producers.setdefault(k, trial.trial_id)

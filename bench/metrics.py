@@ -29,6 +29,9 @@ Conventions
   (the per-sample alignment uses all joints).  Non-finite GT is an input error
   (:class:`DabenchError`); 2D GT is only checked where ``vis`` is true, because invisible
   joints' 2D labels are never read.
+* 2D-only samples (MPII, LSP: every 3D coordinate NaN) are left out of the 3D metrics, which
+  are NaN ("undefined") on a set without any 3D label; a sample with *some* non-finite 3D
+  joints is still an input error.
 """
 
 from __future__ import annotations
@@ -71,9 +74,15 @@ __all__ = [
     "tll_quantize",
 ]
 
-# v2: TLL PCK with TLL's own cell rule. Adding a metric (ambiguity_pct) changes no
-# definition, so records with and without it stay comparable.
+# v2: TLL PCK with TLL's own cell rule. Adding a metric (ambiguity_pct, pckh_50) or
+# leaving 2D-only samples out of the 3D metrics (an error before) changes no definition,
+# so records with and without them stay comparable.
 METRICS_VERSION: str = "2"
+
+# PCKh@0.5 (MPII): 2D error <= 0.5 x the sample's head size (0.6 x the head-box diagonal).
+PCKH_THRESHOLD: float = 0.5
+# MPII's total leaves pelvis and thorax out (metrics-reporting.md §1.6).
+PCKH_EXCLUDED: tuple[str, ...] = ("pelvis", "thorax")
 
 PCK3D_THRESHOLD_MM: float = 150.0
 
@@ -421,6 +430,8 @@ def _curve_counts(err: np.ndarray, thresholds: np.ndarray, strict: bool) -> np.n
     # idx = number of thresholds the error does not pass; it passes threshold j iff j >= idx.
     idx = np.searchsorted(thresholds, np.nan_to_num(err, nan=np.inf), side=side)
     lead = idx.shape[:-1]
+    if idx.shape[-1] == 0:  # no sample (a 2D-only set's 3D curves)
+        return np.zeros((*lead, t), dtype=np.int64)
     flat = idx.reshape(-1, idx.shape[-1])
     offs = (np.arange(flat.shape[0]) * (t + 1))[:, None]
     hist = np.bincount((flat + offs).ravel(), minlength=flat.shape[0] * (t + 1))
@@ -485,6 +496,36 @@ def pck2d(
     p, g, v = _check_2d(pred2d, gt2d, vis)
     h, w = _size_pair(image_size, "image_size")
     return pck(joint_errors(p, g), fraction * max(h, w), strict=True, mask=v)
+
+
+def _pckh_outcomes(
+    pred2d: np.ndarray, gt2d: np.ndarray, vis: np.ndarray, head_size: Any, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(correct, counted)`` [N, K] bool; a sample whose head size is not a positive
+    number is not counted (it has no normaliser)."""
+    p, g, v = _check_2d(pred2d, gt2d, vis)
+    hs = np.asarray(head_size, dtype=np.float64)
+    if hs.shape != p.shape[:1]:
+        raise DabenchError(f"head_size must be [N] = [{p.shape[0]}], got {list(hs.shape)}")
+    counted = v & (np.isfinite(hs) & (hs > 0))[:, None]
+    with np.errstate(invalid="ignore"):
+        return counted & (joint_errors(p, g) <= threshold * hs[:, None]), counted
+
+
+def pckh(
+    pred2d: np.ndarray,
+    gt2d: np.ndarray,
+    vis: np.ndarray,
+    head_size: np.ndarray,
+    threshold: float = PCKH_THRESHOLD,
+) -> float:
+    """MPII's PCKh in %: visible joints whose 2D error is ``<=`` threshold x the sample's
+    ``head_size`` [N] (px of the stored crop; MPII's head size is 0.6 x the head-box
+    diagonal), micro over every counted (sample, joint). Coordinates are 0-based, so
+    MATLAB's +1 shift does not apply. NaN if nothing is counted."""
+    correct, counted = _pckh_outcomes(pred2d, gt2d, vis, head_size, threshold)
+    n = int(counted.sum())
+    return 100.0 * float(correct.sum()) / n if n else math.nan
 
 
 def tll_quantize(
@@ -643,6 +684,13 @@ class _Pooled:
         return _auc_hand_from_frac(frac)
 
 
+def _rows(err: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Errors of the selected samples placed back into [N, K], NaN in the others."""
+    out = np.full((rows.size, *err.shape[1:]), np.nan)
+    out[rows] = err
+    return out
+
+
 def _mean_stats(err: np.ndarray, mask: np.ndarray | None = None) -> _Pooled:
     if mask is None:
         return _Pooled(err.sum(axis=0), np.full(err.shape[1], err.shape[0]), "mean")
@@ -707,6 +755,7 @@ def evaluate(
     image_size: int | tuple[int, int],
     heatmap_size: int | tuple[int, int] | None = None,
     groups: np.ndarray | None = None,
+    head_size: np.ndarray | None = None,
 ) -> MetricReport:
     """All metrics of the suite on one test set (vectorised over samples).
 
@@ -732,6 +781,11 @@ def evaluate(
       (Mask as Supervision's "2D MSE-%").
     * ``ambiguity_pct`` (%, overall only, where ``groups`` [N] says which samples are views
       of one moment and the joint set has left and right): :func:`ambiguity_ratio`.
+    * ``pckh_50`` (%, where ``head_size`` [N] px is given): :func:`pckh` at 0.5, micro over
+      visible joints; overall without pelvis and thorax (MPII's total), per joint and per
+      group over all of them.
+
+    Samples without 3D labels (all NaN) are left out of the 3D metrics (NaN if none has any).
 
     Every metric is also given per joint (``[K]``, NaN where a joint has no valid sample) and
     per group of the joint set, pooled over the group's (sample, joint) pairs.
@@ -752,34 +806,36 @@ def evaluate(
         raise DabenchError(
             f"2D arrays have [N, K] = {list(p2.shape[:2])} but 3D arrays {list(p3.shape[:2])}"
         )
-    _check_finite_gt(g3, "gt3d")
+    has3d = ~np.isnan(g3).all(axis=(1, 2))
+    _check_finite_gt(g3, "gt3d", where=np.broadcast_to(has3d[:, None], g3.shape[:2]))
     size = _size_pair(image_size, "image_size")
     hm = _heatmap_pair(size, heatmap_size)
     side = float(max(size))
 
-    # --- 3D
-    g_rr = root_relative(g3, js)
-    p_rr = root_relative(p3, js)
-    err3d = joint_errors(p_rr, g_rr)
-    err_pa, err_pa_refl = _pa_errors_both(p_rr, g_rr)
-    err_n = n_mpjpe_errors(p_rr, g_rr)
+    # --- 3D, over the samples with 3D labels
+    g_rr = root_relative(g3[has3d], js)
+    p_rr = root_relative(p3[has3d], js)
+    err3d = _rows(joint_errors(p_rr, g_rr), has3d)
+    err_pa, err_pa_refl = (_rows(e, has3d) for e in _pa_errors_both(p_rr, g_rr))
+    err_n = _rows(n_mpjpe_errors(p_rr, g_rr), has3d)
+    labelled = np.broadcast_to(has3d[:, None], err3d.shape)
 
     # Thresholds 0:5:150 include 150, so PCK@150 is one column of the AUC curve.
-    curve3d = _curve_counts(err3d.T, AUC3D_THRESHOLDS_MM, strict=True)  # [K, 31]
+    curve3d = _curve_counts(err3d[has3d].T, AUC3D_THRESHOLDS_MM, strict=True)  # [K, 31]
     i150 = int(np.flatnonzero(AUC3D_THRESHOLDS_MM == PCK3D_THRESHOLD_MM)[0])
-    n_all = np.full(k, err3d.shape[0])
+    n_all = np.full(k, int(has3d.sum()))
     stats: dict[str, _Pooled] = {
-        "mpjpe": _mean_stats(err3d),
-        "pa_mpjpe": _mean_stats(err_pa),
-        "pa_mpjpe_refl": _mean_stats(err_pa_refl),
-        "n_mpjpe": _mean_stats(err_n),
+        "mpjpe": _mean_stats(err3d, labelled),
+        "pa_mpjpe": _mean_stats(err_pa, labelled),
+        "pa_mpjpe_refl": _mean_stats(err_pa_refl, labelled),
+        "n_mpjpe": _mean_stats(err_n, labelled),
     }
     if js.name == "hand21":
         stats["epe"] = stats["mpjpe"]
     stats["pck3d_150"] = _Pooled(curve3d[:, i150], n_all, "pct")
     stats["auc3d_0_150"] = _Pooled(curve3d, n_all, "auc3d")
     stats["auc_20_50"] = _Pooled(
-        _curve_counts(err3d.T, AUC_HAND_THRESHOLDS_MM, strict=False), n_all, "auc_hand"
+        _curve_counts(err3d[has3d].T, AUC_HAND_THRESHOLDS_MM, strict=False), n_all, "auc_hand"
     )
 
     # --- 2D
@@ -799,6 +855,10 @@ def evaluate(
         return float(vals.mean()) if vals.size else math.nan
 
     names = metric_names(js)
+    if head_size is not None:
+        correct, counted = _pckh_outcomes(p2, g2, v, head_size, PCKH_THRESHOLD)
+        stats["pckh_50"] = _Pooled(correct.sum(axis=0), counted.sum(axis=0), "pct")
+        names = (*names, "pckh_50")
 
     def pooled(idx: np.ndarray | slice) -> dict[str, float]:
         return {
@@ -807,6 +867,9 @@ def evaluate(
 
     every = slice(None)
     overall = pooled(every)
+    if "pckh_50" in stats:
+        counted = [j for j, name in enumerate(js.joints) if name not in PCKH_EXCLUDED]
+        overall["pckh_50"] = float(stats["pckh_50"].value(np.asarray(counted)))
     if groups is not None and js.flip_pairs:  # a joint set without sides has no flips
         overall["ambiguity_pct"] = ambiguity_ratio(p2, g2, v, js, groups)
     per_joint = {m: tll_joint if m == "pck2d_tll" else stats[m].value() for m in names}

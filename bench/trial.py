@@ -83,7 +83,8 @@ def prepare_pair(
     _, _, plan = node_method(node)
     backgrounds = any(isinstance(v, Backgrounds) for s in plan for v in s.views.values())
     extras = tuple(extra_cards([v for s in plan for v in s.views.values()]))
-    key = (node.source, node.target, tuple(sorted(node.data.items())), backgrounds, extras)
+    also = node.also_test if isinstance(node, TrialSpec) else ()
+    key = (node.source, node.target, tuple(sorted(node.data.items())), backgrounds, extras, also)
     pairs = {} if pairs is None else pairs
     if key not in pairs:
         ensure_shards(
@@ -92,10 +93,10 @@ def prepare_pair(
             node.data,
             data_root,
             backgrounds=backgrounds,
-            extras=extras,
+            extras=(*extras, *also),
             progress=progress,
         )
-        pairs[key] = pair_shards(node.source, node.target, data_root, extras)
+        pairs[key] = pair_shards(node.source, node.target, data_root, extras, also_test=also)
     pair = pairs[key]
     for stage in plan:
         if stage.name in node.stages:

@@ -11,7 +11,7 @@ from bench.data.pairs import SPLITS
 from bench.data.schema import DATASET_SPECS, JOINT_DATASETS
 
 HANDS = ("freihand", "stb", "rhd", "pan", "gan", "h3d", "mvhand")
-BODIES = ("h36m", "3dpw", "3dhp", "surreal", "lsp")
+BODIES = ("h36m", "3dpw", "3dhp", "surreal", "lsp", "mpii")
 REAL = HANDS + BODIES
 
 # How the seed papers' tables name each dataset (Park et al.; Lin et al.: H3D, MVHand;
@@ -29,6 +29,7 @@ PAPER_NAMES = {
     "h3d": "H3D",
     "mvhand": "MVHand",
     "lsp": "LSP",
+    "mpii": "MPII",
 }
 PAPER_PAIRS = [
     *(("freihand", t) for t in ("stb", "rhd", "pan", "gan")),
@@ -52,6 +53,7 @@ RAW_ORDERS = {
     "h3d": ("hand21",),
     "mvhand": ("hand21",),
     "lsp": ("common14",),
+    "mpii": ("mpii16",),
 }
 
 

@@ -24,6 +24,7 @@ from bench.metrics import (
     pck,
     pck2d,
     pck_tll,
+    pckh,
     procrustes_align,
     root_relative,
     tll_quantize,
@@ -730,3 +731,65 @@ def test_evaluate_reports_the_ambiguity_ratio_only_given_groups_and_sides():
     h3 = rng.normal(size=(4, 21, 3)) * 30 + [0, 0, 500]
     hand = evaluate(h2, h2, h3, h3, np.ones((4, 21), bool), "hand21", 64, groups=np.zeros(4, int))
     assert "ambiguity_pct" not in hand.overall  # one hand has no left and right
+
+
+# --------------------------------------------------------------------------------------------
+# PCKh and 2D-only samples
+# --------------------------------------------------------------------------------------------
+
+
+def test_pckh_hand_computed_with_mpiis_total():
+    js = get_joint_set("h36m17")
+    k = js.num_joints
+    gt2d = np.full((2, k, 2), 30.0)
+    pred2d = gt2d.copy()
+    # head sizes 10 and 4 px: the threshold is 5 and 2 px; `<=` counts a joint exactly on it
+    pred2d[0, :, 0] += np.where(np.arange(k) % 2 == 0, 5.0, 5.01)  # even joints on the line
+    pred2d[1, :, 0] += 1.0  # all within 2 px
+    vis = np.ones((2, k), bool)
+    vis[1, 3] = False
+    head = np.array([10.0, 4.0])
+    even = (np.arange(k) % 2 == 0).sum()
+    assert pckh(pred2d, gt2d, vis, head) == pytest.approx(100 * (even + k - 1) / (2 * k - 1))
+    pelvis, thorax = js.joints.index("pelvis"), js.joints.index("thorax")
+    # pelvis (0) and thorax (8) are even: on the line in sample 0; MPII's total leaves
+    # them out, the per-joint values do not
+    counted = [j for j in range(k) if j not in (pelvis, thorax)]
+    right = sum(j % 2 == 0 for j in counted) + sum(j != 3 for j in counted)
+    total = len(counted) + sum(j != 3 for j in counted)
+    gt3d = np.full((2, k, 3), np.nan)
+    r = evaluate(pred2d, gt2d, np.zeros((2, k, 3)), gt3d, vis, js, 64, head_size=head)
+    assert r.overall["pckh_50"] == pytest.approx(100 * right / total)
+    assert r.per_joint["pckh_50"][pelvis] == 100.0 and r.per_joint["pckh_50"][1] == 50.0
+    # no head size: no PCKh; a sample without a usable head size is not counted
+    assert "pckh_50" not in evaluate(pred2d, gt2d, np.zeros((2, k, 3)), gt3d, vis, js, 64).overall
+    assert pckh(pred2d, gt2d, vis, np.array([np.nan, 4.0])) == 100.0
+    with pytest.raises(DabenchError, match=r"head_size must be \[N\] = \[2\]"):
+        pckh(pred2d, gt2d, vis, np.ones(3))
+
+
+def test_2d_only_samples_are_left_out_of_the_3d_metrics_only():
+    rng = np.random.default_rng(21)
+    d = make_data(rng, 12, 17, size=64)
+    mixed = {**d, "gt3d": d["gt3d"].copy()}
+    only2d = np.zeros(12, bool)
+    only2d[[1, 4, 5, 9]] = True
+    mixed["gt3d"][only2d] = np.nan
+    r = run(mixed, "h36m17", size=64)
+    sub = run({k: v[~only2d] for k, v in d.items()}, "h36m17", size=64)
+    full = run(d, "h36m17", size=64)
+    for m in ("mpjpe", "pa_mpjpe", "n_mpjpe", "pck3d_150", "auc3d_0_150"):
+        assert r.overall[m] == pytest.approx(sub.overall[m]), m  # 3D: the labelled samples
+    for m in ("pck2d_005", "err2d_px", "pck2d_tll"):
+        assert r.overall[m] == pytest.approx(full.overall[m]), m  # 2D: every sample
+    assert np.isnan(r.per_sample["err3d"][only2d]).all()
+    # a wholly 2D-only set: 3D metrics undefined (None in JSON), 2D ones as before
+    none3d = run({**d, "gt3d": np.full_like(d["gt3d"], np.nan)}, "h36m17", size=64)
+    assert all(math.isnan(none3d.overall[m]) for m in ("mpjpe", "pa_mpjpe", "pck3d_150"))
+    assert none3d.to_dict()["overall"]["mpjpe"] is None
+    assert none3d.overall["pck2d_005"] == pytest.approx(full.overall["pck2d_005"])
+    # a sample with only some 3D joints missing is still an error, named by its own index
+    partial = {**mixed, "gt3d": mixed["gt3d"].copy()}
+    partial["gt3d"][6, 2, 0] = np.nan
+    with pytest.raises(DabenchError, match=r"gt3d.*sample 6, joint 2"):
+        run(partial, "h36m17", size=64)

@@ -15,7 +15,11 @@ from bench.data.synthetic.generate import SynthSpec, generate_chunk
 from bench.data.synthetic.skeleton import forward_kinematics
 from bench.errors import DabenchError
 
-SUBJECT_CARDS = [c.name for c in list_dataset_cards() if c.kind == "synthetic"]
+SUBJECT_CARDS = [
+    c.name
+    for c in list_dataset_cards()
+    if c.kind == "synthetic" and (c.synthetic or {}).get("labels", "3d") == "3d"
+]
 
 
 @functools.cache
@@ -273,4 +277,50 @@ def test_card_overrides_are_validated(tmp_path, monkeypatch):
     assert spec.style.noise_std == (1.0, 2.0)
     card.write_text(base.replace("style: clean", "style: sunny"))
     with pytest.raises(DabenchError, match="sunny.*valid styles"):
+        SynthSpec.from_card(load_dataset_card("synth-test"))
+
+
+def test_the_2d_only_card_is_the_same_scenes_with_2d_labels_and_head_sizes():
+    import dataclasses
+
+    from bench.data.synthetic.body import BODY
+    from bench.data.synthetic.generate import _head_size
+
+    spec = spec_of("synth-body-2d")
+    out = generate_chunk(spec, "test", 0, 0, 64)
+    assert set(out) == {"images", "kp2d", "kp3d", "vis", "K", "subject", "head_size"}
+    assert np.isnan(out["kp3d"]).all() and np.isfinite(out["kp2d"]).all()
+    # the labels setting changes what is stored, not the scenes
+    full = generate_chunk(dataclasses.replace(spec, labels="3d"), "test", 0, 0, 64)
+    assert np.array_equal(full["images"], out["images"])
+    assert np.array_equal(full["kp2d"], out["kp2d"])
+    assert spec.fingerprint("test", 10, 64, 0) != dataclasses.replace(
+        spec, labels="3d"
+    ).fingerprint("test", 10, 64, 0)
+    # head size: 0.6 x the diagonal of the skull's square, side 2 f r / Z
+    names = BODY.point_names
+    pts = np.zeros((1, len(names), 3))
+    pts[0, names.index("skull"), 2] = 2000.0
+    intr = np.diag([100.0, 100.0, 1.0])[None]
+    scale = np.ones((1, BODY.jset.num_joints))
+    assert _head_size(BODY, pts, intr, scale)[0] == pytest.approx(0.6 * np.sqrt(2) * 10.0)
+    # in the stored crops: a few pixels at 64 px, about the head's extent
+    hs = out["head_size"]
+    head_to_thorax = np.linalg.norm(out["kp2d"][:, 10] - out["kp2d"][:, 8], axis=-1)
+    assert (hs > 1.0).all() and 0.5 < np.median(hs / head_to_thorax) < 2.0
+
+
+def test_2d_labels_are_checked(tmp_path, monkeypatch):
+    base = (
+        load_dataset_card("synth-body-2d")
+        .path.read_text()
+        .replace("name: synth-body-2d", "name: synth-test")
+    )
+    monkeypatch.setenv("DABENCH_DATASET_CARDS", str(tmp_path))
+    card = tmp_path / "synth-test.yaml"
+    card.write_text(base.replace("labels: 2d", "labels: 2D"))
+    with pytest.raises(DabenchError, match="labels '2D' is not one of 3d, 2d"):
+        SynthSpec.from_card(load_dataset_card("synth-test"))
+    card.write_text(base.replace("views: 1", "views: 4"))
+    with pytest.raises(DabenchError, match="labels 2d .* needs subject body, views 1 and frames 1"):
         SynthSpec.from_card(load_dataset_card("synth-test"))

@@ -38,6 +38,8 @@ class PairShards:
     root: int
     image_size: int
     infos: Mapping[str, ShardInfo] = field(default_factory=dict, repr=False, compare=False)
+    # test splits of other datasets, evaluated and never trained on: card → shard
+    also_test: Mapping[str, Path] = field(default_factory=dict, compare=False)
 
     def info(self, role: str) -> ShardInfo:
         return self.infos[role]
@@ -75,12 +77,22 @@ def _shard(card: str, split: str, root: Path) -> Path:
     return path
 
 
+def also_test_role(card: str) -> str:
+    """The split name of another dataset's test split evaluated beside a pair."""
+    return f"test@{card}"
+
+
 def pair_shards(
-    source: str, target: str, root: Path | None = None, extras: Sequence[str] = ()
+    source: str,
+    target: str,
+    root: Path | None = None,
+    extras: Sequence[str] = (),
+    also_test: Sequence[str] = (),
 ) -> PairShards:
-    """Locate and validate the four shards of a pair, and the training shards of the other
-    datasets ``extras`` a method reads beside it (:class:`~bench.data.views.Extra`); joint
-    sets and image sizes must agree."""
+    """Locate and validate the four shards of a pair, the training shards of the other
+    datasets ``extras`` a method reads beside it (:class:`~bench.data.views.Extra`) and the
+    test shards of the datasets ``also_test`` it is evaluated on; joint sets and image sizes
+    must agree."""
     root = root or shard_root()
     paths = {
         "source_train": _shard(source, "train", root),
@@ -91,9 +103,12 @@ def pair_shards(
     infos = {role: read_shard_info(p) for role, p in paths.items()}
     for card in extras:
         infos[extra_role(card)] = read_shard_info(_shard(card, "train", root))
+    tests = {card: _shard(card, "test", root) for card in also_test}
+    for card, path in tests.items():
+        infos[also_test_role(card)] = read_shard_info(path)
     joint_sets = {i.joint_set for i in infos.values()}
     if len(joint_sets) != 1:
-        named = " and ".join([f"{source} → {target}", *extras])
+        named = " and ".join([f"{source} → {target}", *extras, *also_test])
         raise DabenchError(
             f"{named}: joint sets do not match ({sorted(joint_sets)}); "
             "map them to a common joint set first"
@@ -118,6 +133,7 @@ def pair_shards(
         root=jset.root,
         image_size=next(iter(sizes))[0],
         infos=infos,
+        also_test=tests,
     )
 
 

@@ -101,6 +101,13 @@ DATASETS: tuple[DatasetSpec, ...] = (
     DatasetSpec("frame", ("int32",), (), Presence.OPTIONAL, "frame number in the sequence"),
     DatasetSpec("view", ("int16",), (), Presence.OPTIONAL, "camera / view id"),
     DatasetSpec("subject", ("int32", STR), (), Presence.OPTIONAL, "subject id"),
+    DatasetSpec(
+        "head_size",
+        ("float32",),
+        (),
+        Presence.OPTIONAL,
+        "PCKh normaliser, px of the stored image (MPII: 0.6 x the head-box diagonal)",
+    ),
 )
 DATASET_SPECS: dict[str, DatasetSpec] = {d.name: d for d in DATASETS}
 JOINT_DATASETS: tuple[str, ...] = tuple(

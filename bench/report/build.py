@@ -31,6 +31,7 @@ from bench.report.tables import (
     methods_table,
     paper_table,
     reuse_text,
+    unseen_tables,
 )
 from bench.selection import SELECTION_RULES
 
@@ -70,6 +71,7 @@ def build_tables(store: Store, rule: str, metrics: Sequence[str], papers: bool |
     """Every table of the report, by section."""
     return {
         "main": [main_table(store, rule, metrics)],
+        "unseen": unseen_tables(store, rule, metrics),
         "gap": [t for t in [gap_table(store, rule, metrics)] if t is not None],
         "groups": group_tables(store, metrics),
         "papers": []
@@ -84,6 +86,7 @@ def build_tables(store: Store, rule: str, metrics: Sequence[str], papers: bool |
 
 SECTION_TITLES = {
     "main": "Main table",
+    "unseen": "Datasets never trained on",
     "gap": "Selection gap",
     "groups": "Per joint group",
     "papers": "Published numbers beside ours",

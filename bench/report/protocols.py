@@ -73,6 +73,13 @@ METRICS: dict[str, MetricInfo] = {
             "ambiguity ratio (S003 Eq. 11 / N): views of one moment whose left/right-swapped "
             "prediction is closer, min(f, N − f)/N averaged over multi-view test moments",
         ),
+        MetricInfo(
+            "pckh_50",
+            "PCKh@0.5 (%) ↑",
+            False,
+            "PCKh@0.5: visible joints within half the head size (0.6 × head-box diagonal), "
+            "pelvis and thorax left out as MPII's total does",
+        ),
     )
 }
 MAIN_METRICS = ("mpjpe", "pa_mpjpe", "pck2d_005")
@@ -121,6 +128,7 @@ PAPER_METRICS: dict[str, tuple[str, bool, str]] = {
         True,
         "published ambiguity ratio (Mask as Supervision Eq. 11, read as divided by the views)",
     ),
+    "pckh_50": ("PCKh@0.5 (%) ↑", False, "published PCKh@0.5 on MPII (head-box normalised)"),
 }
 # Published numbers are selected as their papers' code selects: on the target test set.
 PUBLISHED_SELECTION = (

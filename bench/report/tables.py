@@ -39,6 +39,7 @@ SPLITS = {
     "source_val": "Held-out source training data (source-val split)",
     "source_test": "Source test split",
 }
+ALSO_TEST = "test@"  # bench.data.pairs.also_test_role
 CI_TEXT = "± is the 95% confidence interval of the mean over seeds (Student t; shown when n > 1)"
 # Ablation cells: better or worse than the full method at the printed precision.
 BETTER, WORSE = "*", "†"
@@ -191,11 +192,22 @@ def seeds_text(trials: pd.DataFrame) -> str:
     return f"{lo if lo == hi else f'{lo}–{hi}'} seed(s) per cell"
 
 
+def split_text(split: str) -> str:
+    """What a split is, in words."""
+    if split.startswith(ALSO_TEST):
+        return (
+            f"Test split of {split[len(ALSO_TEST) :]}, a dataset the trials never trained on "
+            "(the pair's also_test: cross-dataset generalisation; each trial's step is the "
+            "one its rule chose on its own pair)"
+        )
+    return SPLITS.get(split, split)
+
+
 def caption(trials: pd.DataFrame, rule: str, split: str = "target_test") -> str:
     """The main table's caption: split, starts, selection rule, seeds, what ± means, metric
     suite. Every table's caption names the selection rule."""
     return (
-        f"{SPLITS.get(split, split)}. {warm_start_text(trials)}Model selection: {rule} — "
+        f"{split_text(split)}. {warm_start_text(trials)}Model selection: {rule} — "
         f"{RULES[rule].description}. {seeds_text(trials)}; {CI_TEXT}. Bold: best per column, "
         f"oracle rows excluded. Metric suite v{METRICS_VERSION}."
     )
@@ -288,6 +300,34 @@ def main_table(
     _cells(table, trials, lambda sub, m: _values(sub, f"{rule}:{split}/{m}"))
     table.mark_best()
     return table
+
+
+def unseen_tables(store: Store, rule: str, metrics: Sequence[str]) -> list[Table]:
+    """One table per dataset that pairs were also tested on (``also_test``): the report's
+    metrics defined there (a 2D-only set has no 3D ones), and PCKh where the set has head
+    sizes. The rows selected their step by ``rule`` on the pair's own target, never on it."""
+    trials = store.trials
+    prefix = f"{rule}:{ALSO_TEST}"
+    cards = sorted({c[len(prefix) :].split("/")[0] for c in trials if c.startswith(prefix)})
+    tables = []
+    for card in cards:
+        split = ALSO_TEST + card
+        columns = [c for c in trials if c.startswith(f"{rule}:{split}/")]
+        sub = trials[trials[columns].notna().any(axis=1)]
+        shown = [m for m in (*metrics, "pckh_50") if len(_values(sub, f"{rule}:{split}/{m}"))]
+        if not shown:
+            continue
+        table = Table(
+            f"unseen-{card}",
+            caption(sub, rule, split),
+            _metric_columns(sub, shown),
+            method_rows(sub),
+            notes=protocol_notes(shown),
+        )
+        _cells(table, sub, lambda rows, m, sp=split: _values(rows, f"{rule}:{sp}/{m}"))
+        table.mark_best()
+        tables.append(table)
+    return tables
 
 
 def gap_table(store: Store, rule: str, metrics: Sequence[str]) -> Table | None:

@@ -25,7 +25,10 @@ from bench.data.synthetic.generate import (
 from bench.errors import DabenchError, ShardError, ShardMismatchError
 from bench.paths import shard_root
 
-_FIELDS = ("masks", "cam_R", "cam_t", "seq", "frame", "view", "subject")
+_FIELDS = {
+    "3d": ("masks", "cam_R", "cam_t", "seq", "frame", "view", "subject"),
+    "2d": ("subject", "head_size"),
+}
 MIN_SIZE = 16
 
 
@@ -185,7 +188,7 @@ def _write_split(
             num_joints=num_joints,
             fingerprint=p.fingerprint,
             producer=PRODUCER,
-            fields=_FIELDS if spec.subject != "none" else (),
+            fields=_FIELDS[spec.labels] if spec.subject != "none" else (),
             attrs=attrs,
             expected_samples=p.num,
             overwrite=p.exists,

@@ -92,7 +92,13 @@ _SYNTH_KEYS = (
     "appearance",
     "camera",
     "pose_spread",
+    "labels",
 )
+# "3d": every label; "2d": an MPII-like 2D-only set — kp3d all NaN, no cameras, masks or
+# sequence ids, one image per scene, and the head size PCKh normalises by.
+LABELS = ("3d", "2d")
+# MPII's head size: 0.6 x the diagonal of the annotated head box (SC_BIAS).
+HEAD_BOX_BIAS = 0.6
 _DEFAULT_KEYS = ("n_train", "n_test", "size", "seed")
 # Pixels per chunk (384 images at 64×64): enough to vectorise well; fewer images per chunk
 # at larger sizes keeps memory flat and wastes less of the last, truncated chunk.
@@ -124,6 +130,7 @@ class SynthSpec:
     rig: RigSpec | None
     defaults: Mapping[str, int]
     pose_spread: float = 1.0  # scales every DoF's spread and every synergy's range
+    labels: str = "3d"  # one of LABELS
 
     @classmethod
     def from_card(cls, card: DatasetCard) -> SynthSpec:
@@ -157,6 +164,14 @@ class SynthSpec:
         rig = None
         if subject != "none":
             rig = RIGS[subject].with_overrides(syn.get("camera"), where)
+        labels = syn.get("labels", "3d")
+        if labels not in LABELS:
+            raise DabenchError(f"{where}: labels {labels!r} is not one of {', '.join(LABELS)}")
+        if labels == "2d" and (subject != "body" or views != 1 or frames != 1):
+            raise DabenchError(
+                f"{where}: labels 2d (an MPII-like set) needs subject body, views 1 and "
+                f"frames 1, got subject {subject}, views {views}, frames {frames}"
+            )
         return cls(
             name=card.name,
             subject=subject,
@@ -167,6 +182,7 @@ class SynthSpec:
             rig=rig,
             defaults=defaults,
             pose_spread=_positive_float(syn.get("pose_spread", 1.0), f"{where}: pose_spread"),
+            labels=labels,
         )
 
     @property
@@ -195,9 +211,12 @@ class SynthSpec:
 
     def fingerprint(self, split: str, num: int, size: int, seed: int) -> str:
         """Hash of everything that determines a split's bytes."""
+        spec = dataclasses.asdict(self)
+        if spec["labels"] == "3d":  # the fingerprints of the 3D cards stay what they were
+            del spec["labels"]
         payload = {
             "generator": GENERATOR_VERSION,
-            "spec": dataclasses.asdict(self),
+            "spec": spec,
             "split": split,
             "n": num,
             "size": size,
@@ -317,6 +336,16 @@ def generate_chunk(spec: SynthSpec, split: str, seed: int, chunk: int, size: int
     vis = inside & (under != OCCLUDER)
 
     seq_ids = first_seq + per_seq
+    if spec.labels == "2d":
+        return {
+            "images": images,
+            "kp2d": kp2d.astype(np.float32),
+            "kp3d": np.full_like(kp3d, np.nan, dtype=np.float32),
+            "vis": vis,
+            "K": intr.astype(np.float32),
+            "subject": seq_ids.astype(np.int32),
+            "head_size": _head_size(model, pts_cam, intr, scale[per_seq]).astype(np.float32),
+        }
     return {
         "images": images,
         "masks": (owner == SUBJECT).astype(np.uint8),
@@ -331,6 +360,20 @@ def generate_chunk(spec: SynthSpec, split: str, seed: int, chunk: int, size: int
         "view": np.tile(np.arange(num_v), num_seq * num_f).astype(np.int16),
         "subject": seq_ids.astype(np.int32),
     }
+
+
+def _head_size(
+    model: SkeletonModel, pts_cam: np.ndarray, intr: np.ndarray, scale: np.ndarray
+) -> np.ndarray:
+    """MPII's head size of each image [B] px: 0.6 x the diagonal of the head box, the box
+    being the square around the rendered skull (a sphere of the drawn radius seen at its
+    depth: side 2·f·r/Z)."""
+    names = {n: i for i, n in enumerate(model.point_names)}
+    marker = next(m for m in model.markers if m.name == "skull")
+    radius = dict((p, r) for p, r, _ in model.spheres)["skull"]
+    r_mm = radius * scale[:, model.jset.joints.index(marker.joint)]
+    r_px = intr[:, 0, 0] * r_mm / pts_cam[:, names["skull"], 2]
+    return HEAD_BOX_BIAS * np.sqrt(2.0) * 2.0 * r_px
 
 
 def _stance_alignment(model: SkeletonModel, points: np.ndarray) -> np.ndarray:
