@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,17 @@ from bench.data.synthetic.build import synthesize
 
 HAND_PAIR = ("synth-hand-clean", "synth-hand-wild")
 BODY_PAIR = ("synth-body-clean", "synth-body-style")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, the cores are shared out among the workers: torch's default of
+    one intra-op thread per core in every worker would oversubscribe them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
 
 # A grid small enough to train a few steps per trial on the CPU in seconds.
 TINY_GRID: dict[str, Any] = {

@@ -620,7 +620,8 @@ def test_integral_loss_weights() -> None:
 @pytest.mark.slow
 def test_tiny_posenet_overfits_one_batch() -> None:
     torch.manual_seed(0)
-    net = PoseNet(ModelConfig(backbone="resnet18", img_size=64, head="2.5d"), 21)
+    # regnetx_002: the loss falls ~9x in 100 steps at half resnet18's cost
+    net = PoseNet(ModelConfig(backbone="regnetx_002", img_size=64, head="2.5d"), 21)
     images = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
     kp2d, kp3d, vis = random_labels(4, 21, seed=5)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
