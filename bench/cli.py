@@ -129,6 +129,7 @@ def _grid_show(args: argparse.Namespace) -> None:
         ]
         print(tabulate(rows, headers="keys", tablefmt="github"))
         print("\nTrials:")
+    also = any(t.also_test for t in grid.trials)  # the pairs' also_test datasets
     rows = [
         {
             "trial": t.trial_id,
@@ -141,6 +142,7 @@ def _grid_show(args: argparse.Namespace) -> None:
             "starts from": t.start.key if t.start else "",
             "backbone": t.model["backbone"],
         }
+        | ({"also tested on": ", ".join(t.also_test)} if also else {})
         for t in grid.trials
     ]
     print(tabulate(rows, headers="keys", tablefmt="github"))

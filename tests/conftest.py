@@ -27,6 +27,19 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
+# The longest files first: under `-n 2` whole files go to the workers in collection order,
+# and a long file started last keeps one worker busy while the other has nothing left.
+LONGEST_FIRST = ("test_cluster.py", "test_mutants.py", "test_harness_ray.py", "test_harness.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within and among the other files stays
+
+
 # A grid small enough to train a few steps per trial on the CPU in seconds.
 TINY_GRID: dict[str, Any] = {
     "name": "tiny",

@@ -24,13 +24,15 @@ def quiet(msg: str) -> None:
     pass
 
 
-def test_also_test_is_checked_and_only_changes_the_ids_of_trials_that_use_it(tiny_grid):
+def test_also_test_is_checked_and_only_changes_the_ids_of_trials_that_use_it(tiny_grid, capsys):
     plain = load_grid(tiny_grid(pairs=[BODY], methods=["source-only"], **SMALL))
-    also = load_grid(
-        tiny_grid(
-            pairs=[{**BODY, "also_test": ["synth-body-2d"]}], methods=["source-only"], **SMALL
-        )
+    path = tiny_grid(
+        pairs=[{**BODY, "also_test": ["synth-body-2d"]}], methods=["source-only"], **SMALL
     )
+    also = load_grid(path)
+    assert main(["grid", "show", str(path)]) == 0
+    header, row = capsys.readouterr().out.splitlines()[-3::2]
+    assert "also tested on" in header and row.rstrip(" |").endswith("synth-body-2d")
     (a,), (b,) = plain.trials, also.trials
     assert a.also_test == () and b.also_test == ("synth-body-2d",)
     assert a.trial_id != b.trial_id

@@ -232,6 +232,35 @@ def test_papers_numbers_beside_ours_with_their_protocol(tmp_path):
     assert ours.value == pytest.approx(111.0) and ours.protocol != published[0].protocol
 
 
+def test_a_dataset_a_pair_was_also_tested_on_is_a_paper_pair_of_its_own(tmp_path):
+    """Mask as Supervision's Table 3: models trained on H3.6M, tested on 3DHP and MPII."""
+    results = tmp_path / "r"
+    ours = {"mask-as-supervision": (61.0, 27.0), "mask-as-supervision/multi-view": (62.0, 28.0)}
+    for label, (pck, pckh) in ours.items():
+        rec = record(label, ("h36m", "h36m"), 0, lambda *a: 90.0)
+        for block in rec["metrics_by_rule"].values():
+            own = block["metrics"]["target_test"]
+            block["metrics"]["test@3dhp"] = {**own, "pck3d_150": pck}
+            two_d = {m: None for m in own} | {"pck2d_005": 40.0, "pckh_50": pckh}
+            block["metrics"]["test@mpii"] = two_d
+        result_store.write_trial(results, rec, None)
+    table = paper_table(open_store(results), "last", ["mpjpe", "pck3d_150"], required=True)
+    groups = {c.key: c.group for c in table.columns}
+    assert groups["h36m|h36m|pck3d_150@3dhp"] == "h36m → h36m, tested on 3dhp (H3.6M→3DHP)"
+    assert groups["h36m|h36m|pckh_50@mpii"] == "h36m → h36m, tested on mpii (H3.6M→MPII)"
+    # a 2D-only set shows no 3D column of ours
+    assert "h36m|h36m|mpjpe@mpii" not in groups and "h36m|h36m|mpjpe@3dhp" in groups
+    cell = table.cell
+    assert cell("mask-as-supervision", "h36m|h36m|pck3d_150@3dhp").value == 61.0
+    assert cell("mask-as-supervision/multi-view", "h36m|h36m|pckh_50@mpii").value == 28.0
+    assert cell("mask-as-supervision", "h36m|h36m|mpjpe").value == 90.0
+    # the card's Table 3 beside them: Baseline and multi-view fine-tuning
+    assert cell("mask-as-supervision", "h36m|h36m|paper:pck3d_150@3dhp").value == 60.1
+    assert cell("mask-as-supervision/multi-view", "h36m|h36m|paper:pck3d_150@3dhp").value == 61.2
+    assert cell("mask-as-supervision", "h36m|h36m|paper:pckh_50@mpii").value == 26.7
+    assert cell("mask-as-supervision/multi-view", "h36m|h36m|paper:pckh_50@mpii").value == 27.3
+
+
 def test_a_grid_maps_a_pair_of_datasets_without_cards(tmp_path):
     pair = ("my-hands-a", "my-hands-b")  # no card: only the grid can say what they are
     path = make_store(tmp_path / "r", ["source-only", "ddc"], [pair], [0], linear)

@@ -200,13 +200,13 @@ def paper_pair(source: str, target: str, grid_map: Mapping[str, str]) -> str | N
     Synthetic datasets are never a paper's dataset, whatever a grid says."""
     from bench.data.cards import load_dataset_card
 
-    cards = {}
+    cards = []  # a list: a pair may name one dataset twice (Human3.6M → Human3.6M)
     for name in (source, target):
         try:
-            cards[name] = load_dataset_card(name)
+            cards.append((name, load_dataset_card(name)))
         except DabenchError:
-            cards[name] = None
-    for name, card in cards.items():
+            cards.append((name, None))
+    for name, card in cards:
         if card is not None and card.kind == "synthetic":
             key = f"{source} → {target}"
             if key in grid_map:
@@ -218,7 +218,7 @@ def paper_pair(source: str, target: str, grid_map: Mapping[str, str]) -> str | N
     key = f"{source} → {target}"
     if key in grid_map:
         return normalise_pair(grid_map[key])
-    names = [c.extra.get("paper_name") if c is not None else None for c in cards.values()]
+    names = [c.extra.get("paper_name") if c is not None else None for _, c in cards]
     if all(names):
         return f"{names[0]}→{names[1]}"
     return None

@@ -428,15 +428,35 @@ def _grid_setting(store: Store, key: str) -> dict[str, Any]:
     return merged
 
 
+def _also_tested(trials: pd.DataFrame, rule: str, source: str, target: str) -> list[str]:
+    """The datasets the trials of a pair were also tested on (its also_test), in order."""
+    rows = trials[(trials["source"] == source) & (trials["target"] == target)]
+    prefix = f"{rule}:{ALSO_TEST}"
+    return sorted(
+        {
+            c[len(prefix) :].split("/")[0]
+            for c in rows
+            if c.startswith(prefix) and rows[c].notna().any()
+        }
+    )
+
+
 def paper_table(store: Store, rule: str, metrics: Sequence[str], required: bool) -> Table | None:
     """Ours beside the papers' numbers for every pair that is a paper's pair: per pair, our
     columns (our protocols) and one published column per published protocol, each with its
-    protocol as a footnote. ``required``: no mappable pair is an error."""
+    protocol as a footnote. A dataset a pair was also tested on (also_test) is a paper pair
+    of its own — source → that dataset, as a generalisation table reports it — measured on
+    that dataset's test split. ``required``: no mappable pair is an error."""
     trials = store.trials
     grid_map = _grid_setting(store, "paper_pairs")
-    mapped = {
-        (s, t): p for s, t, _ in _pairs(trials) if (p := paper_pair(s, t, grid_map)) is not None
-    }
+    # (source, target, dataset tested: "" for the pair's own target) → paper pair
+    mapped: dict[tuple[str, str, str], str] = {}
+    for s, t, _ in _pairs(trials):
+        if (p := paper_pair(s, t, grid_map)) is not None:
+            mapped[(s, t, "")] = p
+        for card in _also_tested(trials, rule, s, t):
+            if (p := paper_pair(s, card, grid_map)) is not None:
+                mapped[(s, t, card)] = p
     if not mapped:
         if required:
             pairs = ", ".join(d for _, _, d in _pairs(trials))
@@ -454,19 +474,34 @@ def paper_table(store: Store, rule: str, metrics: Sequence[str], required: bool)
         if card is not None:
             numbers = reported_numbers(method, card.reported, f"method card {card.name}")
             reported += [r for r in numbers if r.label in labels and not r.group]
+
+    def split_of(tested: str) -> str:
+        return ALSO_TEST + tested if tested else "target_test"
+
+    def ours(sub: pd.DataFrame, token: str) -> np.ndarray:
+        metric, _, tested = token.partition("@")
+        return _values(sub, f"{rule}:{split_of(tested)}/{metric}")
+
     cols: list[Column] = []
     footnotes: dict[str, str] = {}
-    published: dict[tuple[str, str, str], str] = {}  # (source, target, protocol) → column key
-    for (source, target), ppair in sorted(mapped.items()):
+    published: dict[tuple[str, str, str, str], str] = {}  # (source, target, tested, protocol)
+    extra_notes: list[str] = []
+    for (source, target, tested), ppair in sorted(mapped.items()):
         display = trials.loc[
             (trials["source"] == source) & (trials["target"] == target), "pair"
         ].iloc[0]
-        group = f"{display} ({ppair})"
-        for m in metrics:
+        group = f"{display}{f', tested on {tested}' if tested else ''} ({ppair})"
+        suffix = f"@{tested}" if tested else ""
+        rows = trials[(trials["source"] == source) & (trials["target"] == target)]
+        shown = [m for m in metrics if not tested or len(ours(rows, m + suffix))]
+        if tested and len(ours(rows, "pckh_50" + suffix)):
+            shown.append("pckh_50")
+            extra_notes = ["pckh_50"]
+        for m in shown:
             info = metric_info(m)
             cols.append(
                 Column(
-                    f"{source}|{target}|{m}",
+                    f"{source}|{target}|{m}{suffix}",
                     group,
                     f"ours: {info.title}",
                     info.decimals,
@@ -475,30 +510,31 @@ def paper_table(store: Store, rule: str, metrics: Sequence[str], required: bool)
                 )
             )
         for r in reported:
-            if r.pair != ppair or (source, target, r.protocol) in published:
+            if r.pair != ppair or (source, target, tested, r.protocol) in published:
                 continue
             mark = chr(ord("a") + len(footnotes))
             footnotes[mark] = f"{r.protocol}; {PUBLISHED_SELECTION}"
-            key = f"{source}|{target}|paper:{r.metric}"
+            key = f"{source}|{target}|paper:{r.metric}{suffix}"
             title, lower, _ = PAPER_METRICS[r.metric]
             cols.append(Column(key, group, f"published: {title} ({mark})", 1, lower, r.protocol))
-            published[(source, target, r.protocol)] = key
+            published[(source, target, tested, r.protocol)] = key
     table = Table(
         "papers",
-        f"Our numbers beside the published ones, {SPLITS['target_test']}. Ours: model "
+        f"Our numbers beside the published ones, {SPLITS['target_test']} (or the test split "
+        f"of the dataset a column group names). Ours: model "
         f"selection {rule} — {RULES[rule].description}; {seeds_text(trials)}; {CI_TEXT}. "
         "Published: the method card's reported numbers for the same method and pair (where "
         "a card lists several settings for one pair, the first is shown; see the card).",
         cols,
         method_rows(trials),
         footnotes=footnotes,
-        notes=protocol_notes(metrics),
+        notes=protocol_notes([*metrics, *extra_notes]),
     )
-    ours = [c for c in cols if c.key not in published.values()]
-    _cells(table, trials, lambda sub, m: _values(sub, f"{rule}:target_test/{m}"), columns=ours)
+    mine = [c for c in cols if c.key not in published.values()]
+    _cells(table, trials, ours, columns=mine)
     for r in reported:
-        for (source, target), ppair in mapped.items():
-            key = published.get((source, target, r.protocol))
+        for (source, target, tested), ppair in mapped.items():
+            key = published.get((source, target, tested, r.protocol))
             if r.pair == ppair and key and (r.label, key) not in table.cells:
                 table.put(r.label, key, Cell(value=r.value, n=1, protocol=r.protocol))
     return table
