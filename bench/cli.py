@@ -34,6 +34,23 @@ def _data_synth(args: argparse.Namespace) -> None:
         print(p)
 
 
+def _data_convert(args: argparse.Namespace) -> None:
+    from bench.data.convert import convert
+
+    paths = convert(
+        args.card,
+        args.raw_dir,
+        args.out,
+        splits=args.split,
+        size=args.size,
+        overwrite=args.overwrite,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    for p in paths:
+        print(p)
+
+
 def _data_list(args: argparse.Namespace) -> None:
     from tabulate import tabulate
 
@@ -254,6 +271,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=_data_synth)
+
+    conv = dsub.add_parser(
+        "convert", help="convert a real dataset's local raw copy into shards (see its card)"
+    )
+    conv.add_argument("card", metavar="CARD", help="a real dataset card, e.g. lsp")
+    conv.add_argument("raw_dir", type=Path, metavar="RAW_DIR", help="the raw copy's folder")
+    conv.add_argument("--split", action="append", default=None, help="only this split (repeatable)")
+    conv.add_argument(
+        "--size", type=int, default=256, help="side of the square crops in pixels (256)"
+    )
+    conv.add_argument("--out", type=Path, default=None, help="shard root (default: $DABENCH_DATA)")
+    conv.add_argument(
+        "--overwrite", action="store_true", help="replace shards made from other raw files"
+    )
+    conv.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
+    conv.add_argument("--quiet", action="store_true", help="no progress bar")
+    conv.set_defaults(func=_data_convert)
 
     lst = dsub.add_parser("list", help="every dataset card and which shards exist")
     lst.add_argument("--root", type=Path, default=None, help="shard root to inspect")

@@ -27,17 +27,24 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
-# The longest files first: under `-n 2` whole files go to the workers in collection order,
-# and a long file started last keeps one worker busy while the other has nothing left.
+# The longest files first: under `-n 2` whole files go to the workers in collection order
+# (`--no-loadscope-reorder`), and a long file started last keeps one worker busy while the
+# other has nothing left. The files known to be long (their tests wait on Ray clusters and
+# subprocesses), then the others by their number of tests, as xdist's own reorder would.
 LONGEST_FIRST = ("test_cluster.py", "test_mutants.py", "test_harness_ray.py", "test_harness.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        name = item.path.name
-        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+    counts: dict[Path, int] = {}
+    for item in items:
+        counts[item.path] = counts.get(item.path, 0) + 1
 
-    items.sort(key=rank)  # stable: the order within and among the other files stays
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.name
+        first = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        return first, -counts[item.path]
+
+    items.sort(key=rank)  # stable: the order within a file stays
 
 
 # A grid small enough to train a few steps per trial on the CPU in seconds.

@@ -133,3 +133,13 @@ def test_raw_orders_map_onto_the_joint_set_and_notes_say_how(cards, name):
             assert "approximat" in notes, f"{name}: {raw} has approximate joints"
         if mapping.missing:
             assert "missing" in notes, f"{name}: {raw} lacks joints of {card.joint_set}"
+
+
+def test_cards_name_their_converter_exactly_when_one_is_registered(cards):
+    from bench.data.convert import CONVERTERS, get_converter
+
+    get_converter("lsp")  # registers every converter
+    for name in REAL:
+        text = _text(cards[name], "converter")
+        assert (f"dabench data convert {name} RAW_DIR" in text) == (name in CONVERTERS), name
+    assert set(CONVERTERS) <= set(REAL)

@@ -1,0 +1,63 @@
+"""What a converter is: one small class per dataset card, registered by name, that reads the
+annotations of a split into :class:`Item` s. Reading the images, cropping, joint mapping and
+writing are shared (:mod:`bench.data.convert.run`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.data.convert.raw import RawFiles
+from bench.errors import DabenchError
+
+
+@dataclass(frozen=True)
+class Item:
+    """One sample as annotated, before its image is read: keypoints in the raw joint order
+    and in source pixels (0-based, pixel centres at integers)."""
+
+    image: str  # relative to the raw folder
+    kp2d: np.ndarray  # [K_raw, 2]
+    vis: np.ndarray  # [K_raw] bool
+    kp3d: np.ndarray | None = None  # [K_raw, 3] mm, camera frame; None: 2D-only
+    K: np.ndarray | None = None  # [3, 3] of the source image; None: no camera
+    head_size: float | None = None  # PCKh normaliser in source px
+    subject: int = 0
+
+
+class Converter:
+    """Subclass, set the class attributes, implement :meth:`items`, and register."""
+
+    card: str = ""
+    raw_joints: str = ""  # the raw label order, a source of bench.data.joints.MAPPINGS
+    splits: tuple[str, ...] = ("train", "test")
+    fields: tuple[str, ...] = ()  # optional shard fields it writes
+    version: str = "1"  # bump when its output changes
+
+    def items(self, raw: RawFiles, split: str) -> list[Item]:
+        """Every sample of ``split``, in a fixed order; reads annotations only."""
+        raise NotImplementedError
+
+
+CONVERTERS: dict[str, type[Converter]] = {}
+
+
+def register(cls: type[Converter]) -> type[Converter]:
+    """Class decorator: the converter of ``cls.card``."""
+    if not cls.card or cls.card in CONVERTERS:
+        raise DabenchError(f"converter {cls.__name__}: card {cls.card!r} empty or taken")
+    CONVERTERS[cls.card] = cls
+    return cls
+
+
+def get_converter(card: str) -> Converter:
+    from bench.data.convert import converters  # noqa: F401  (registers them)
+
+    if card not in CONVERTERS:
+        raise DabenchError(
+            f"no converter for dataset card {card!r}; converters exist for: "
+            f"{', '.join(sorted(CONVERTERS))} (the other real cards say where their "
+            "converter stands)"
+        )
+    return CONVERTERS[card]()

@@ -1,0 +1,3 @@
+"""Importing this module registers every converter."""
+
+from bench.data.convert import lsp  # noqa: F401

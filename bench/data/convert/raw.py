@@ -1,0 +1,76 @@
+"""A dataset's raw folder as a converter reads it: every path checked against the layout the
+card describes (one clear error naming the file and what was expected), and every byte read
+folded into the fingerprint the shards record, in the order it was read."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from bench.errors import DabenchError
+
+
+class RawFiles:
+    """Reads under ``root`` for the converter of dataset card ``card``."""
+
+    def __init__(self, card: str, root: Path) -> None:
+        self.card = card
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DabenchError(f"{card}: raw folder {self.root} does not exist or is not a folder")
+        self._hash = hashlib.sha256()
+        self.files_read = 0
+
+    def path(self, relative: str, what: str) -> Path:
+        """``root/relative``, which must exist; ``what`` says what it should hold."""
+        path = self.root / relative
+        if not path.exists():
+            raise DabenchError(
+                f"{self.card}: missing {path} ({what}); see the raw layout in "
+                f"datasets/{self.card}.yaml"
+            )
+        return path
+
+    def read_bytes(self, relative: str, what: str) -> bytes:
+        data = self.path(relative, what).read_bytes()
+        self._hash.update(f"{relative}\0{len(data)}\0".encode())
+        self._hash.update(data)
+        self.files_read += 1
+        return data
+
+    def loadmat(self, relative: str, what: str, keys: tuple[str, ...]) -> dict[str, Any]:
+        """A MATLAB v5 file through scipy.io; ``keys`` must be in it."""
+        from scipy.io import loadmat
+
+        data = self.read_bytes(relative, what)
+        try:
+            out = loadmat(io.BytesIO(data))
+        except Exception as exc:  # scipy raises several types for a cut or foreign file
+            raise DabenchError(
+                f"{self.card}: {self.root / relative} is not a readable MATLAB file ({what}): {exc}"
+            ) from exc
+        missing = [k for k in keys if k not in out]
+        if missing:
+            raise DabenchError(
+                f"{self.card}: {self.root / relative} lacks {missing} ({what}); it holds "
+                f"{sorted(k for k in out if not k.startswith('__'))}"
+            )
+        return out
+
+    def fingerprint(self) -> str:
+        """Of everything read so far."""
+        return f"raw-{self.card}:{self._hash.hexdigest()}"
+
+
+def decode_image(data: bytes, where: str) -> np.ndarray:
+    """JPEG/PNG bytes → ``[H, W, 3]`` uint8 RGB (greyscale and CMYK converted)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DabenchError(f"{where} is not a readable image: {exc}") from exc
