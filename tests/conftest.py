@@ -27,9 +27,17 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
-# The longest files first: under `-n 2` whole files go to the workers in collection order
-# (`--no-loadscope-reorder`), and a long file started last keeps one worker busy while the
-# other has nothing left. The files known to be long (their tests wait on Ray clusters and
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under `-n N`, whole files go to the workers, in collection order (below): a file's
+    module fixtures (a Ray cluster, a shared Ray session) are made once."""
+    from xdist.scheduler import LoadFileScheduling
+
+    config.option.loadscopereorder = False
+    return LoadFileScheduling(config, log)
+
+
+# The longest files first: a long file started last keeps one worker busy while the other
+# has nothing left. The files known to be long (their tests wait on Ray clusters and
 # subprocesses), then the others by their number of tests, as xdist's own reorder would.
 LONGEST_FIRST = ("test_cluster.py", "test_mutants.py", "test_harness_ray.py", "test_harness.py")
 

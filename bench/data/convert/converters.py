@@ -1,3 +1,3 @@
 """Importing this module registers every converter."""
 
-from bench.data.convert import lsp  # noqa: F401
+from bench.data.convert import lsp, mpii  # noqa: F401

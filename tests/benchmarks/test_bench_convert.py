@@ -1,0 +1,78 @@
+"""Conversion throughput per converter (samples/s, both cores, progress off) on raw-format
+fixtures with images of the real datasets' sizes: LSP's people are ~200 × 300 px JPEGs, MPII's
+frames 1280 × 720. Each benchmark puts ``samples_per_s`` in ``extra_info``; the figures are in
+docs/benchmarks.md (``pytest tests/benchmarks/test_bench_convert.py --benchmark-enable``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from bench.data.convert import convert
+
+
+def _jpeg(path: Path, width: int, height: int, rng: np.random.Generator) -> None:
+    """A textured JPEG (noise compresses and decodes like a photograph, not like a flat fill)."""
+    small = rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8)
+    Image.fromarray(small).resize((width, height), Image.Resampling.BILINEAR).save(
+        path, format="JPEG", quality=90
+    )
+
+
+def lsp_fixture(root: Path, distinct: int = 20) -> None:
+    """The 2,000 LSP images (``distinct`` different ones, hard-linked) at 200 × 300."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    for i in range(distinct):
+        _jpeg(root / "images" / f"src{i}.jpg", 200, 300, rng)
+    for i in range(2000):
+        (root / "images" / f"im{i + 1:04d}.jpg").hardlink_to(
+            root / "images" / f"src{i % distinct}.jpg"
+        )
+    uv = rng.uniform(40, 160, (14, 2, 2000)) + np.array([0, 60])[None, :, None]
+    joints = np.concatenate([uv.transpose(1, 0, 2) + 1, np.zeros((1, 14, 2000))])
+    scipy.io.savemat(root / "joints.mat", {"joints": joints})
+
+
+def mpii_fixture(root: Path, n: int) -> None:
+    rng = np.random.default_rng(1)
+    (root / "images").mkdir(parents=True)
+    (root / "annot").mkdir()
+    for split in ("train", "val"):
+        entries = []
+        for i in range(n):
+            name = f"{split}{i}.jpg"
+            _jpeg(root / "images" / name, 1280, 720, rng)
+            uv = rng.uniform(300, 700, (16, 2))
+            entries.append({"image": name, "joints": (uv + 1).tolist(), "joints_vis": [1] * 16})
+        (root / "annot" / f"mpii_{split}.json").write_text(json.dumps(entries))
+    boxes = np.tile(np.array([[400.0, 300.0], [460.0, 370.0]])[..., None], (1, 1, n))
+    scipy.io.savemat(root / "annot" / "mpii_gt_val.mat", {"headboxes_src": boxes})
+
+
+@pytest.mark.parametrize("card", ["lsp", "mpii"])
+def test_conversion_throughput(benchmark, tmp_path, card):
+    raw = tmp_path / "raw"
+    splits = ["test"] if benchmark.disabled else None  # CI: one split, once
+    if card == "lsp":
+        lsp_fixture(raw)
+        samples = 1000 if splits else 2000
+    else:
+        n = 16 if benchmark.disabled else 200
+        mpii_fixture(raw, n)
+        samples = n if splits else 2 * n
+    rounds = iter(range(10))
+
+    def run() -> None:
+        out = tmp_path / f"out{next(rounds)}"
+        convert(card, raw, out, splits=splits, size=256, workers=2, progress=False)
+
+    benchmark.pedantic(run, rounds=1 if benchmark.disabled else 3, warmup_rounds=0)
+    if not benchmark.disabled:
+        benchmark.extra_info["samples_per_s"] = samples / benchmark.stats.stats.median
