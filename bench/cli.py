@@ -163,6 +163,39 @@ def _grid_show(args: argparse.Namespace) -> None:
         for t in grid.trials
     ]
     print(tabulate(rows, headers="keys", tablefmt="github"))
+    _print_missing_shards(grid)
+
+
+def _print_missing_shards(grid: Grid) -> None:
+    """The real datasets the grid reads whose shards are not converted yet, with the
+    command that converts each."""
+    from bench.data.convert import CONVERTERS, get_converter
+    from bench.data.provision import missing_real_shards
+    from bench.paths import shard_root
+    from bench.trial import node_datasets
+
+    needed: dict[str, set[str]] = {}
+    for node in (*grid.trials, *grid.stage_runs):
+        _, extras, also = node_datasets(node)
+        for card in (node.source, node.target):
+            needed.setdefault(card, set()).update(("train", "test"))
+        for card in extras:
+            needed.setdefault(card, set()).add("train")
+        for card in also:
+            needed.setdefault(card, set()).add("test")
+    missing = missing_real_shards(needed)
+    if not missing:
+        return
+    get_converter("lsp")  # registers every converter
+    size = grid.trials[0].data["size"]
+    print(f"\nShards to convert first (under {shard_root()}; nothing is downloaded):")
+    for card, splits in missing:
+        how = (
+            f"dabench data convert {card} RAW_DIR --size {size}"
+            if card in CONVERTERS
+            else f"no converter yet (datasets/{card}.yaml says where it stands)"
+        )
+        print(f"  {card} ({', '.join(splits)}): {how}")
 
 
 def _grid_results(args: argparse.Namespace) -> tuple[Grid, Path]:

@@ -72,6 +72,16 @@ def node_method(node: _Node) -> tuple[type[MethodSpec], Any, list[Stage]]:
     return spec, hp, spec.checked_stages(hp)
 
 
+def node_datasets(node: _Node) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
+    """What a node reads beside its pair's shards: background images, the training shards
+    of other datasets (a method's extra views) and the test shards it is also evaluated on."""
+    _, _, plan = node_method(node)
+    views = [v for stage in plan for v in stage.views.values()]
+    backgrounds = any(isinstance(v, Backgrounds) for v in views)
+    also = node.also_test if isinstance(node, TrialSpec) else ()
+    return backgrounds, tuple(extra_cards(views)), also
+
+
 def prepare_pair(
     node: _Node,
     data_root: Path | None,
@@ -81,9 +91,7 @@ def prepare_pair(
     """The node's shards (synthetic ones generated if missing), with its views checked.
     ``pairs`` caches located pairs across the nodes of a grid (shard infos read once)."""
     _, _, plan = node_method(node)
-    backgrounds = any(isinstance(v, Backgrounds) for s in plan for v in s.views.values())
-    extras = tuple(extra_cards([v for s in plan for v in s.views.values()]))
-    also = node.also_test if isinstance(node, TrialSpec) else ()
+    backgrounds, extras, also = node_datasets(node)
     key = (node.source, node.target, tuple(sorted(node.data.items())), backgrounds, extras, also)
     pairs = {} if pairs is None else pairs
     if key not in pairs:

@@ -11,7 +11,7 @@ from bench.data.pairs import SPLITS
 from bench.data.schema import DATASET_SPECS, JOINT_DATASETS
 
 HANDS = ("freihand", "stb", "rhd", "pan", "gan", "h3d", "mvhand")
-BODIES = ("h36m", "3dpw", "3dhp", "surreal", "lsp", "mpii")
+BODIES = ("h36m", "3dpw", "3dhp", "surreal", "lsp", "mpii", "tiktok")
 REAL = HANDS + BODIES
 
 # How the seed papers' tables name each dataset (Park et al.; Lin et al.: H3D, MVHand;
@@ -30,6 +30,7 @@ PAPER_NAMES = {
     "mvhand": "MVHand",
     "lsp": "LSP",
     "mpii": "MPII",
+    "tiktok": "TikTok",
 }
 PAPER_PAIRS = [
     *(("freihand", t) for t in ("stb", "rhd", "pan", "gan")),
@@ -54,6 +55,7 @@ RAW_ORDERS = {
     "mvhand": ("hand21",),
     "lsp": ("common14",),
     "mpii": ("mpii16",),
+    "tiktok": ("h36m17",),
 }
 
 

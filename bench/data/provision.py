@@ -53,3 +53,20 @@ def ensure_shards(
                     f"($DABENCH_DATA), or regenerate with `dabench data synth {card_name} "
                     "--overwrite` and those settings"
                 ) from exc
+
+
+def missing_real_shards(
+    needed: Mapping[str, set[str]], root: Path | None = None
+) -> list[tuple[str, list[str]]]:
+    """The real datasets among ``needed`` (card → splits) whose shards are not under
+    ``root`` yet, with the missing splits: they must be converted from a raw copy first
+    (synthetic ones are generated when a run needs them)."""
+    root = root or shard_root()
+    missing = []
+    for card in sorted(needed):
+        if load_dataset_card(card).synthetic is not None:
+            continue
+        splits = sorted(s for s in needed[card] if not (root / card / f"{s}.h5").exists())
+        if splits:
+            missing.append((card, splits))
+    return missing

@@ -24,6 +24,12 @@ class Item:
     K: np.ndarray | None = None  # [3, 3] of the source image; None: no camera
     head_size: float | None = None  # PCKh normaliser in source px
     subject: int = 0
+    mask: str | None = None  # a mask image relative to the raw folder (Converter.mask_of)
+    seq: int = 0  # sequence, frame and view ids (frame pairs, multi-view groups)
+    frame: int = 0
+    view: int = 0
+    cam_R: np.ndarray | None = None  # [3, 3] world → camera (X_cam = R X_world + t)
+    cam_t: np.ndarray | None = None  # [3] mm
 
 
 class Converter:
@@ -34,10 +40,23 @@ class Converter:
     splits: tuple[str, ...] = ("train", "test")
     fields: tuple[str, ...] = ()  # optional shard fields it writes
     version: str = "1"  # bump when its output changes
+    # what the square crop is centred on: the visible 2D joints, or the mask's box (images
+    # without keypoints, e.g. TikTok's)
+    crop_from: str = "joints"
 
     def items(self, raw: RawFiles, split: str) -> list[Item]:
         """Every sample of ``split``, in a fixed order; reads annotations only."""
         raise NotImplementedError
+
+    def fields_of(self, split: str) -> tuple[str, ...]:
+        """The optional fields the shard of ``split`` has (override where splits differ,
+        e.g. masks in the training split only)."""
+        return self.fields
+
+    def mask_of(self, decoded: np.ndarray) -> np.ndarray:
+        """The foreground of a decoded mask image ``[H, W, 3]`` uint8 as bool ``[H, W]``
+        (override where a dataset encodes it otherwise, e.g. part labels)."""
+        return decoded.max(axis=-1) > 127
 
 
 CONVERTERS: dict[str, type[Converter]] = {}

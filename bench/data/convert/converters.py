@@ -1,3 +1,13 @@
-"""Importing this module registers every converter."""
+"""Importing this module registers every converter: each module of this package other than
+the shared machinery is one dataset's converter."""
 
-from bench.data.convert import lsp, mpii  # noqa: F401
+import importlib
+import pkgutil
+
+import bench.data.convert as package
+
+SHARED = {"base", "converters", "crop", "raw", "run"}
+
+for module in pkgutil.iter_modules(package.__path__):
+    if module.name not in SHARED:
+        importlib.import_module(f"{package.__name__}.{module.name}")

@@ -62,6 +62,10 @@ class RawFiles:
             )
         return out
 
+    def note(self, text: str) -> None:
+        """Fold what a listing found (a folder's file names) into the fingerprint."""
+        self._hash.update(f"listing\0{text}\0".encode())
+
     def fingerprint(self) -> str:
         """Of everything read so far."""
         return f"raw-{self.card}:{self._hash.hexdigest()}"

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from tqdm.auto import tqdm
 
 from bench.data.cards import load_dataset_card
 from bench.data.convert.base import Converter, Item, get_converter
-from bench.data.convert.crop import square_around
+from bench.data.convert.crop import mask_points, square_around
 from bench.data.convert.raw import RawFiles, decode_image
 from bench.data.joints import get_joint_set, get_mapping
 from bench.data.shards import ShardWriter, read_shard_info
@@ -83,10 +84,12 @@ def convert(
 def _fingerprint(
     converter: Converter, raw: RawFiles, split: str, items: list[Item], size: int
 ) -> str:
-    """The annotations read (their bytes), every image's name and size, and the settings."""
+    """The annotations read (their bytes), every image's and mask's name and size, and the
+    settings."""
     h = hashlib.sha256(raw.fingerprint().encode())
     for item in items:
-        h.update(f"{item.image}\0{(raw.root / item.image).stat().st_size}\0".encode())
+        for name in (item.image, item.mask) if item.mask else (item.image,):
+            h.update(f"{name}\0{(raw.root / name).stat().st_size}\0".encode())
     settings = {"converter": converter.version, "split": split, "size": size}
     h.update(json.dumps(settings, sort_keys=True).encode())
     return f"convert-{converter.card}-v{converter.version}:{h.hexdigest()}"
@@ -117,7 +120,7 @@ def _write(
             num_joints=jset.num_joints,
             fingerprint=fingerprint,
             producer=f"{PRODUCER} {converter.card} v{converter.version}",
-            fields=converter.fields,
+            fields=converter.fields_of(split),
             attrs=attrs,
             expected_samples=len(items),
             overwrite=path.exists(),
@@ -127,14 +130,7 @@ def _write(
         ) as bar,
     ):
         jobs = [
-            (
-                items[i : i + CHUNK],
-                root,
-                size,
-                converter.raw_joints,
-                card.joint_set,
-                converter.fields,
-            )
+            (items[i : i + CHUNK], root, size, converter, card.joint_set, split)
             for i in range(0, len(items), CHUNK)
         ]
         for batch in _batches(jobs, workers):
@@ -152,17 +148,22 @@ def _batches(jobs: list[tuple], workers: int) -> Iterator[dict[str, np.ndarray]]
 
 def _prepare(job: tuple) -> dict[str, np.ndarray]:
     """Read, crop and map one chunk of samples (in a worker process)."""
-    items, root, size, raw_joints, joint_set, fields = job
-    mapping = get_mapping(raw_joints, joint_set)
+    items, root, size, converter, joint_set, split = job
+    fields = converter.fields_of(split)
+    mapping = get_mapping(converter.raw_joints, joint_set)
     out: dict[str, list] = {k: [] for k in ("images", "kp2d", "kp3d", "vis", "K", *fields)}
     for item in items:
-        where = f"{root / item.image}"
-        try:
-            data = (root / item.image).read_bytes()
-        except OSError as exc:
-            raise DabenchError(f"cannot read {where}: {exc.strerror}") from exc
-        image = decode_image(data, where)
-        crop = square_around(item.kp2d, item.vis, size)
+        image = decode_image(_read(root, item.image), str(root / item.image))
+        fg = None
+        if item.mask is not None:
+            decoded = decode_image(_read(root, item.mask), str(root / item.mask))
+            fg = converter.mask_of(decoded).astype(np.uint8) * 255
+        if converter.crop_from == "mask":
+            if fg is None:
+                raise DabenchError(f"{converter.card}: {item.image} has no mask to crop around")
+            crop = square_around(mask_points(fg), np.ones(2, bool), size)
+        else:
+            crop = square_around(item.kp2d, item.vis, size)
         out["images"].append(crop.image(image))
         out["kp2d"].append(mapping.apply(crop.points(item.kp2d)))
         out["vis"].append(mapping.apply_vis(item.vis))
@@ -175,9 +176,29 @@ def _prepare(job: tuple) -> dict[str, np.ndarray]:
             out["kp3d"].append(np.full((mapping.num_target_joints, 3), np.nan))
             c = (size - 1) / 2
             out["K"].append(np.array([[size, 0.0, c], [0.0, size, c], [0.0, 0.0, 1.0]]))
+        if "masks" in fields:
+            if fg is None:
+                raise DabenchError(f"{converter.card}: {item.image} has no mask")
+            out["masks"].append((crop.image(fg, Image.Resampling.NEAREST) > 127).astype(np.uint8))
         if "head_size" in fields:
             out["head_size"].append(crop.lengths(item.head_size or np.nan))
-        if "subject" in fields:
-            out["subject"].append(item.subject)
-    dtypes = {"images": np.uint8, "vis": bool, "subject": np.int32}
+        for name in ("subject", "seq", "frame", "view", "cam_R", "cam_t"):
+            if name in fields:
+                out[name].append(getattr(item, name))
+    dtypes = {
+        "images": np.uint8,
+        "masks": np.uint8,
+        "vis": bool,
+        "subject": np.int32,
+        "seq": np.int64,
+        "frame": np.int32,
+        "view": np.int16,
+    }
     return {k: np.asarray(v, dtype=dtypes.get(k, np.float32)) for k, v in out.items()}
+
+
+def _read(root: Path, relative: str) -> bytes:
+    try:
+        return (root / relative).read_bytes()
+    except OSError as exc:
+        raise DabenchError(f"cannot read {root / relative}: {exc.strerror}") from exc
