@@ -74,6 +74,7 @@ class Evaluator:
         for card, path in pair.also_test.items():
             self.splits[also_test_role(card)] = (path, None)
         self.batch_size = batch_size
+        self._head_sizes: dict[Path, bool] = {}
         self.device = device
         self.autocast = autocast
 
@@ -89,7 +90,9 @@ class Evaluator:
         }
         # a 2D-only set (MPII-like) also says how large each head is, for PCKh
         fields = EVAL_FIELDS
-        if "head_size" in read_shard_info(path).fields:
+        if path not in self._head_sizes:  # read once per shard, not at every evaluation
+            self._head_sizes[path] = "head_size" in read_shard_info(path).fields
+        if self._head_sizes[path]:
             fields, out["head_size"] = (*EVAL_FIELDS, "head_size"), []
         root = method.root
         for batch in eval_batches(path, fields, self.batch_size, indices):

@@ -166,3 +166,14 @@ def assert_predicts_with_the_pose_net_only(method, images, other_parts) -> None:
         for p in method.net.head.parameters():
             p.add_(torch.rand(p.shape, generator=g))
     assert not torch.equal(method.predict(images).rel_depth, pred.rel_depth)
+
+
+def assert_refused(card: str, folder: Path, out: Path, match: str) -> None:
+    """Converting ``folder`` as ``card`` is one DabenchError matching ``match``, and nothing
+    that looks like a shard is left under ``out``."""
+    from bench.data.convert import convert
+    from bench.errors import DabenchError
+
+    with pytest.raises(DabenchError, match=match):
+        convert(card, folder, out, size=16, progress=False)
+    assert not list(out.rglob("*.h5*")), "something was written"

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
+from conftest import assert_refused
 from PIL import Image
 
 from bench.cli import main
@@ -129,9 +130,7 @@ def test_bad_raw_copies_are_one_clear_error_and_nothing_is_written(raw, tmp_path
     out = tmp_path / "out"
 
     def refused(folder: Path, match: str) -> None:
-        with pytest.raises(DabenchError, match=match):
-            convert("lsp", folder, out, size=16, progress=False)
-        assert not list(out.rglob("*.h5*")), "something was written"
+        assert_refused("lsp", folder, out, match)
 
     refused(tmp_path / "nowhere", "raw folder .*nowhere does not exist")
     empty = tmp_path / "empty"

@@ -307,10 +307,8 @@ def unseen_tables(store: Store, rule: str, metrics: Sequence[str]) -> list[Table
     metrics defined there (a 2D-only set has no 3D ones), and PCKh where the set has head
     sizes. The rows selected their step by ``rule`` on the pair's own target, never on it."""
     trials = store.trials
-    prefix = f"{rule}:{ALSO_TEST}"
-    cards = sorted({c[len(prefix) :].split("/")[0] for c in trials if c.startswith(prefix)})
     tables = []
-    for card in cards:
+    for card in _also_tested(trials, rule):
         split = ALSO_TEST + card
         columns = [c for c in trials if c.startswith(f"{rule}:{split}/")]
         sub = trials[trials[columns].notna().any(axis=1)]
@@ -428,9 +426,8 @@ def _grid_setting(store: Store, key: str) -> dict[str, Any]:
     return merged
 
 
-def _also_tested(trials: pd.DataFrame, rule: str, source: str, target: str) -> list[str]:
-    """The datasets the trials of a pair were also tested on (its also_test), in order."""
-    rows = trials[(trials["source"] == source) & (trials["target"] == target)]
+def _also_tested(rows: pd.DataFrame, rule: str) -> list[str]:
+    """The datasets ``rows`` were also tested on (their pairs' also_test), sorted."""
     prefix = f"{rule}:{ALSO_TEST}"
     return sorted(
         {
@@ -454,7 +451,7 @@ def paper_table(store: Store, rule: str, metrics: Sequence[str], required: bool)
     for s, t, _ in _pairs(trials):
         if (p := paper_pair(s, t, grid_map)) is not None:
             mapped[(s, t, "")] = p
-        for card in _also_tested(trials, rule, s, t):
+        for card in _also_tested(trials[(trials["source"] == s) & (trials["target"] == t)], rule):
             if (p := paper_pair(s, card, grid_map)) is not None:
                 mapped[(s, t, card)] = p
     if not mapped:
