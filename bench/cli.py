@@ -170,15 +170,18 @@ def _print_missing_shards(grid: Grid) -> None:
     """The real datasets the grid reads whose shards are not converted yet, with the
     command that converts each."""
     from bench.data.convert import CONVERTERS, get_converter
+    from bench.data.pairs import backgrounds_card
     from bench.data.provision import missing_real_shards
     from bench.paths import shard_root
     from bench.trial import node_datasets
 
     needed: dict[str, set[str]] = {}
     for node in (*grid.trials, *grid.stage_runs):
-        _, extras, also = node_datasets(node)
+        backgrounds, extras, also = node_datasets(node)
         for card in (node.source, node.target):
             needed.setdefault(card, set()).update(("train", "test"))
+        if backgrounds:
+            needed.setdefault(backgrounds_card(node.source, node.target), set()).add("train")
         for card in extras:
             needed.setdefault(card, set()).add("train")
         for card in also:

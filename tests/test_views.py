@@ -15,7 +15,7 @@ import torch
 
 from bench.data.geometry import camera_to_world, projection_matrices, triangulate
 from bench.data.joints import get_joint_set
-from bench.data.pairs import BACKGROUNDS_CARD, PairShards, pair_shards, split_source_val
+from bench.data.pairs import SYNTH_BACKGROUNDS, PairShards, pair_shards, split_source_val
 from bench.data.shards import ShardWriter
 from bench.data.synthetic.build import synthesize
 from bench.data.views import (
@@ -62,14 +62,14 @@ def root(tmp_path_factory) -> Path:
     sequences (from temporary cards), backgrounds, and a hand-written target `mini` with
     string sequence ids, gaps in the frame numbers, a duplicate frame and no views."""
     cards = tmp_path_factory.mktemp("cards")
-    for name in ("synth-hand-clean", BACKGROUNDS_CARD):
+    for name in ("synth-hand-clean", SYNTH_BACKGROUNDS):
         (cards / f"{name}.yaml").write_text((REPO_ROOT / "datasets" / f"{name}.yaml").read_text())
     for name, frames, views in (("f1", 1, 4), ("v1", 8, 1), ("f24", 24, 4)):
         (cards / f"{name}.yaml").write_text(_card(name, frames, views))
     out = tmp_path_factory.mktemp("shards")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DABENCH_DATASET_CARDS", str(cards))
-        names = ["synth-hand-clean", "f1", "v1", "f24", BACKGROUNDS_CARD]
+        names = ["synth-hand-clean", "f1", "v1", "f24", SYNTH_BACKGROUNDS]
         synthesize(names, out, n_train=192, n_test=8, size=SIZE, progress=False)
     for split in ("train", "test"):
         _write_mini(out / "mini" / f"{split}.h5")

@@ -17,7 +17,10 @@ from bench.data.views import extra_role
 from bench.errors import DabenchError
 from bench.paths import shard_root
 
-BACKGROUNDS_CARD = "synth-backgrounds"
+# Unconstrained background images: generated for the synthetic benchmark, an ImageNet
+# validation folder converted by the user for real pairs (Park et al. draw X_C from it).
+SYNTH_BACKGROUNDS = "synth-backgrounds"
+REAL_BACKGROUNDS = "imagenet-val-backgrounds"
 DOMAINS = ("source", "target")
 SPLITS = ("train", "test")
 
@@ -119,7 +122,7 @@ def pair_shards(
             f"pair {source} → {target}: image sizes differ or are not square: {sorted(sizes)}"
         )
     jset = get_joint_set(next(iter(joint_sets)))
-    background: Path | None = root / BACKGROUNDS_CARD / "train.h5"
+    background: Path | None = root / backgrounds_card(source, target) / "train.h5"
     if background.exists():
         infos["backgrounds"] = read_shard_info(background)
     else:
@@ -135,6 +138,21 @@ def pair_shards(
         infos=infos,
         also_test=tests,
     )
+
+
+def backgrounds_card(source: str, target: str) -> str:
+    """The background images a pair's methods draw on: the generated ones where both
+    datasets are synthetic, the converted ImageNet validation images where either is real."""
+    return REAL_BACKGROUNDS if any(map(_converted, (source, target))) else SYNTH_BACKGROUNDS
+
+
+def _converted(card: str) -> bool:
+    """Whether ``card`` is a dataset converted from a raw copy (shards without a card, as
+    tests write them, count as generated)."""
+    try:
+        return load_dataset_card(card).synthetic is None
+    except DabenchError:
+        return False
 
 
 def split_source_val(num: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:

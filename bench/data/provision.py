@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.atomic import file_lock
 from bench.data.cards import load_dataset_card
-from bench.data.pairs import BACKGROUNDS_CARD
+from bench.data.pairs import backgrounds_card
 from bench.errors import ShardMismatchError
 from bench.paths import shard_root
 
@@ -30,7 +30,8 @@ def ensure_shards(
     from bench.data.synthetic.build import synthesize
 
     root = root or shard_root()
-    cards = [source, target] + ([BACKGROUNDS_CARD] if backgrounds else []) + list(extras)
+    backgrounds_cards = [backgrounds_card(source, target)] if backgrounds else []
+    cards = [source, target, *backgrounds_cards, *extras]
     for card_name in cards:
         if load_dataset_card(card_name).synthetic is None:
             continue

@@ -213,7 +213,8 @@ class Masked(View):
 
 @dataclass(frozen=True)
 class Backgrounds(View):
-    """Unconstrained images without the subject (the synth-backgrounds card)."""
+    """Unconstrained images without the subject (synth-backgrounds for a synthetic pair,
+    imagenet-val-backgrounds for a real one: :func:`bench.data.pairs.backgrounds_card`)."""
 
     kind: ClassVar[str] = "backgrounds"
 
@@ -224,13 +225,20 @@ class Backgrounds(View):
         return "backgrounds"
 
     def _card(self, pair: PairShards) -> str:
-        from bench.data.pairs import BACKGROUNDS_CARD
+        from bench.data.pairs import backgrounds_card
 
-        return BACKGROUNDS_CARD
+        return backgrounds_card(pair.source, pair.target)
 
     def _absent(self, pair: PairShards) -> str:
+        from bench.data.pairs import SYNTH_BACKGROUNDS
+
         card = self._card(pair)
-        return f"there is no {card} shard (run `dabench data synth {card}`)"
+        make = (
+            f"dabench data synth {card}"
+            if card == SYNTH_BACKGROUNDS
+            else f"dabench data convert {card} RAW_DIR"
+        )
+        return f"there is no {card} shard (run `{make}`)"
 
     def _fields(self) -> tuple[str, ...]:
         return ("images",)

@@ -4,11 +4,13 @@ writing are shared (:mod:`bench.data.convert.run`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from bench.data.convert.raw import RawFiles
+from bench.data.convert.raw import RawFiles, decode_image, read_file
 from bench.errors import DabenchError
 
 
@@ -17,7 +19,7 @@ class Item:
     """One sample as annotated, before its image is read: keypoints in the raw joint order
     and in source pixels (0-based, pixel centres at integers)."""
 
-    image: str  # relative to the raw folder
+    image: str  # relative to the raw folder: an image file, or a video with image_frame
     kp2d: np.ndarray  # [K_raw, 2]
     vis: np.ndarray  # [K_raw] bool
     kp3d: np.ndarray | None = None  # [K_raw, 3] mm, camera frame; None: 2D-only
@@ -30,10 +32,16 @@ class Item:
     view: int = 0
     cam_R: np.ndarray | None = None  # [3, 3] world → camera (X_cam = R X_world + t)
     cam_t: np.ndarray | None = None  # [3] mm
+    image_frame: int | None = None  # 0-based frame of the video ``image``
+    mask_frame: int | None = None  # 0-based frame of the video ``mask``
 
 
 class Converter:
-    """Subclass, set the class attributes, implement :meth:`items`, and register."""
+    """Subclass, set the class attributes, implement :meth:`items`, and register.
+
+    ``items`` may return a list or a generator. A generator is never held whole: the
+    conversion reads it twice (once to check and count every split, once to write), which
+    is how Human3.6M- or SURREAL-sized splits stay out of memory."""
 
     card: str = ""
     raw_joints: str = ""  # the raw label order, a source of bench.data.joints.MAPPINGS
@@ -41,12 +49,34 @@ class Converter:
     fields: tuple[str, ...] = ()  # optional shard fields it writes
     version: str = "1"  # bump when its output changes
     # what the square crop is centred on: the visible 2D joints, or the mask's box (images
-    # without keypoints, e.g. TikTok's)
+    # without keypoints, e.g. TikTok's); a card without joints (background images) takes the
+    # largest centred square
     crop_from: str = "joints"
 
-    def items(self, raw: RawFiles, split: str) -> list[Item]:
-        """Every sample of ``split``, in a fixed order; reads annotations only."""
+    def items(self, raw: RawFiles, split: str) -> Iterable[Item]:
+        """Every sample of ``split``, in a fixed order; reads annotations only. Videos and
+        large annotation files are best yielded one at a time."""
         raise NotImplementedError
+
+    def read_image(self, root: Path, item: Item) -> np.ndarray:
+        """The sample's image ``[H, W, 3]`` uint8 RGB: an image file, or a frame of a video
+        (override for other containers)."""
+        if item.image_frame is not None:
+            from bench.data.convert.video import read_frame
+
+            return read_frame(root / item.image, item.image_frame)
+        return decode_image(read_file(root, item.image), str(root / item.image))
+
+    def read_mask(self, root: Path, item: Item) -> np.ndarray | None:
+        """What :meth:`mask_of` turns into the foreground: by default the decoded mask image
+        or video frame; override where masks live in another container (a .mat file)."""
+        if item.mask is None:
+            return None
+        if item.mask_frame is not None:
+            from bench.data.convert.video import read_frame
+
+            return read_frame(root / item.mask, item.mask_frame)
+        return decode_image(read_file(root, item.mask), str(root / item.mask))
 
     def fields_of(self, split: str) -> tuple[str, ...]:
         """The optional fields the shard of ``split`` has (override where splits differ,
@@ -54,8 +84,9 @@ class Converter:
         return self.fields
 
     def mask_of(self, decoded: np.ndarray) -> np.ndarray:
-        """The foreground of a decoded mask image ``[H, W, 3]`` uint8 as bool ``[H, W]``
-        (override where a dataset encodes it otherwise, e.g. part labels)."""
+        """The foreground of what :meth:`read_mask` returned (by default a decoded image
+        ``[H, W, 3]`` uint8) as bool ``[H, W]`` (override where a dataset encodes it
+        otherwise, e.g. part labels or chroma keys)."""
         return decoded.max(axis=-1) > 127
 
 

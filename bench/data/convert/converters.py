@@ -6,7 +6,7 @@ import pkgutil
 
 import bench.data.convert as package
 
-SHARED = {"base", "converters", "crop", "raw", "run"}
+SHARED = {"base", "converters", "crop", "raw", "run", "video"}
 
 for module in pkgutil.iter_modules(package.__path__):
     if module.name not in SHARED:

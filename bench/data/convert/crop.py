@@ -82,3 +82,10 @@ def mask_points(mask: np.ndarray) -> np.ndarray:
     if not len(xs):
         raise DabenchError("the sample's mask is empty: no box to crop around")
     return np.array([[xs.min(), ys.min()], [xs.max(), ys.max()]], dtype=np.float64)
+
+
+def centre_square(shape: tuple[int, int], size: int) -> SquareCrop:
+    """The largest square centred in an image of ``shape`` (H, W)."""
+    h, w = shape
+    side = min(h, w)
+    return SquareCrop((w - side) // 2, (h - side) // 2, side, size)

@@ -78,3 +78,11 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
             return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:
         raise DabenchError(f"{where} is not a readable image: {exc}") from exc
+
+
+def read_file(root: Path, relative: str) -> bytes:
+    """The bytes of an image (or other per-sample file) under ``root``."""
+    try:
+        return (root / relative).read_bytes()
+    except OSError as exc:
+        raise DabenchError(f"cannot read {root / relative}: {exc.strerror}") from exc

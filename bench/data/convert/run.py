@@ -7,8 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,10 @@ from tqdm.auto import tqdm
 
 from bench.data.cards import load_dataset_card
 from bench.data.convert.base import Converter, Item, get_converter
-from bench.data.convert.crop import mask_points, square_around
-from bench.data.convert.raw import RawFiles, decode_image
+from bench.data.convert.crop import centre_square, mask_points, square_around
+from bench.data.convert.raw import RawFiles
 from bench.data.joints import get_joint_set, get_mapping
+from bench.data.schema import NO_JOINTS
 from bench.data.shards import ShardWriter, read_shard_info
 from bench.errors import DabenchError, ShardError
 from bench.paths import shard_root
@@ -53,17 +56,24 @@ def convert(
     if isinstance(size, bool) or not isinstance(size, int) or size < 16:
         raise DabenchError(f"--size must be an integer of at least 16 pixels, got {size!r}")
     raw = RawFiles(card.name, Path(raw_dir))
-    # every split's annotations first: a problem in any of them stops before a byte is written
-    planned = [(split, converter.items(raw, split)) for split in asked]
-    for split, items in planned:
-        if not items:
+    # every split's annotations read, checked and counted first: a problem in any of them
+    # stops before a byte is written. A converter's generator is not kept: it is read again
+    # to write, so no split is ever held in memory.
+    scans = []
+    for split in asked:
+        items = converter.items(raw, split)
+        kept = items if isinstance(items, list) else None
+        count, names = _scan(items, raw.root)
+        if not count:
             raise DabenchError(f"{card.name}: split {split!r} of {raw.root} has no samples")
+        scans.append((split, kept, count, names))
+    read = raw.fingerprint()
     out_dir = (out_root or shard_root()) / card.name
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for split, items in planned:
+    for split, kept, count, names in scans:
         path = out_dir / f"{split}.h5"
-        fingerprint = _fingerprint(converter, raw, split, items, size)
+        fingerprint = _fingerprint(converter, read, split, names, size)
         paths.append(path)
         if path.exists():
             try:
@@ -77,19 +87,50 @@ def convert(
                     f"{path} exists and was made from other raw files or settings; pass "
                     "--overwrite to replace it"
                 )
-        _write(converter, card, raw.root, split, items, path, fingerprint, size, workers, progress)
+        items = kept if kept is not None else converter.items(RawFiles(card.name, raw.root), split)
+        _write(
+            converter,
+            card,
+            raw.root,
+            split,
+            items,
+            count,
+            path,
+            fingerprint,
+            size,
+            workers,
+            progress,
+        )
     return paths
 
 
-def _fingerprint(
-    converter: Converter, raw: RawFiles, split: str, items: list[Item], size: int
-) -> str:
+def _scan(items: Iterable[Item], root: Path) -> tuple[int, str]:
+    """How many samples, and a digest of every image's and mask's name and size (a video or
+    annotation file shared by consecutive samples is looked up once)."""
+    h = hashlib.sha256()
+    sizes: dict[str, int] = {}
+    count = 0
+    for item in items:
+        count += 1
+        for name, frame in ((item.image, item.image_frame), (item.mask, item.mask_frame)):
+            if name is None:
+                continue
+            if name not in sizes:
+                if len(sizes) > 4:
+                    sizes.clear()
+                try:
+                    sizes[name] = (root / name).stat().st_size
+                except OSError as exc:
+                    raise DabenchError(f"cannot read {root / name}: {exc.strerror}") from exc
+            h.update(f"{name}\0{frame}\0{sizes[name]}\0".encode())
+    return count, h.hexdigest()
+
+
+def _fingerprint(converter: Converter, read: str, split: str, names: str, size: int) -> str:
     """The annotations read (their bytes), every image's and mask's name and size, and the
     settings."""
-    h = hashlib.sha256(raw.fingerprint().encode())
-    for item in items:
-        for name in (item.image, item.mask) if item.mask else (item.image,):
-            h.update(f"{name}\0{(raw.root / name).stat().st_size}\0".encode())
+    h = hashlib.sha256(read.encode())
+    h.update(names.encode())
     settings = {"converter": converter.version, "split": split, "size": size}
     h.update(json.dumps(settings, sort_keys=True).encode())
     return f"convert-{converter.card}-v{converter.version}:{h.hexdigest()}"
@@ -100,16 +141,17 @@ def _write(
     card: Any,
     root: Path,
     split: str,
-    items: list[Item],
+    items: Iterable[Item],
+    count: int,
     path: Path,
     fingerprint: str,
     size: int,
     workers: int | None,
     progress: bool,
 ) -> None:
-    jset = get_joint_set(card.joint_set)
+    joints = 0 if card.joint_set == NO_JOINTS else get_joint_set(card.joint_set).num_joints
     workers = workers or min(2, os.cpu_count() or 1)
-    attrs = {"split": split, "converted": json.dumps({"size": size, "samples": len(items)})}
+    attrs = {"split": split, "converted": json.dumps({"size": size, "samples": count})}
     with (
         ShardWriter(
             path,
@@ -117,47 +159,56 @@ def _write(
             joint_set=card.joint_set,
             root_joint=card.root_joint,
             image_size=(size, size),
-            num_joints=jset.num_joints,
+            num_joints=joints,
             fingerprint=fingerprint,
             producer=f"{PRODUCER} {converter.card} v{converter.version}",
             fields=converter.fields_of(split),
             attrs=attrs,
-            expected_samples=len(items),
+            expected_samples=count,
             overwrite=path.exists(),
         ) as writer,
-        tqdm(
-            total=len(items), unit="img", desc=f"{card.name}/{split}", disable=not progress
-        ) as bar,
+        tqdm(total=count, unit="img", desc=f"{card.name}/{split}", disable=not progress) as bar,
     ):
-        jobs = [
-            (items[i : i + CHUNK], root, size, converter, card.joint_set, split)
-            for i in range(0, len(items), CHUNK)
-        ]
+        stream = iter(items)
+        chunks = iter(lambda: list(islice(stream, CHUNK)), [])
+        jobs = ((chunk, root, size, converter, card.joint_set, split) for chunk in chunks)
         for batch in _batches(jobs, workers):
             writer.append(batch)
             bar.update(len(batch["images"]))
 
 
-def _batches(jobs: list[tuple], workers: int) -> Iterator[dict[str, np.ndarray]]:
-    if workers <= 1 or len(jobs) <= 1:
+def _batches(jobs: Iterator[tuple], workers: int) -> Iterator[dict[str, np.ndarray]]:
+    """The prepared chunks in order; at most two per worker in flight (Executor.map would
+    submit, and so hold, every chunk of the split at once)."""
+    if workers <= 1:
         yield from map(_prepare, jobs)
         return
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(_prepare, jobs)  # in order
+        pending: deque = deque()
+        for job in jobs:
+            pending.append(pool.submit(_prepare, job))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _prepare(job: tuple) -> dict[str, np.ndarray]:
     """Read, crop and map one chunk of samples (in a worker process)."""
     items, root, size, converter, joint_set, split = job
     fields = converter.fields_of(split)
+    if joint_set == NO_JOINTS:  # images only (background images)
+        crops = []
+        for item in items:
+            image = converter.read_image(root, item)
+            crops.append(centre_square(image.shape[:2], size).image(image))
+        return {"images": np.asarray(crops, dtype=np.uint8)}
     mapping = get_mapping(converter.raw_joints, joint_set)
     out: dict[str, list] = {k: [] for k in ("images", "kp2d", "kp3d", "vis", "K", *fields)}
     for item in items:
-        image = decode_image(_read(root, item.image), str(root / item.image))
-        fg = None
-        if item.mask is not None:
-            decoded = decode_image(_read(root, item.mask), str(root / item.mask))
-            fg = converter.mask_of(decoded).astype(np.uint8) * 255
+        image = converter.read_image(root, item)
+        decoded = converter.read_mask(root, item)
+        fg = None if decoded is None else converter.mask_of(decoded).astype(np.uint8) * 255
         if converter.crop_from == "mask":
             if fg is None:
                 raise DabenchError(f"{converter.card}: {item.image} has no mask to crop around")
@@ -195,10 +246,3 @@ def _prepare(job: tuple) -> dict[str, np.ndarray]:
         "view": np.int16,
     }
     return {k: np.asarray(v, dtype=dtypes.get(k, np.float32)) for k, v in out.items()}
-
-
-def _read(root: Path, relative: str) -> bytes:
-    try:
-        return (root / relative).read_bytes()
-    except OSError as exc:
-        raise DabenchError(f"cannot read {root / relative}: {exc.strerror}") from exc
