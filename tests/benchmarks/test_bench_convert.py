@@ -2,6 +2,10 @@
 fixtures with images of the real datasets' sizes: LSP's people are ~200 × 300 px JPEGs, MPII's
 frames 1280 × 720. Each benchmark puts ``samples_per_s`` in ``extra_info``; the figures are in
 docs/benchmarks.md (``pytest tests/benchmarks/test_bench_convert.py --benchmark-enable``).
+
+The other converters reuse their tests' fixture writers: every image is pasted at the top
+left of a textured canvas of the dataset's real size (masks onto an empty one), so the
+annotations still hold, and the few fixture samples are repeated to a realistic count.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from bench.data.convert import convert
+from bench.data.convert import convert, get_converter
+from bench.data.convert.raw import RawFiles
 
 
 def _jpeg(path: Path, width: int, height: int, rng: np.random.Generator) -> None:
@@ -76,3 +81,72 @@ def test_conversion_throughput(benchmark, tmp_path, card):
     benchmark.pedantic(run, rounds=1 if benchmark.disabled else 3, warmup_rounds=0)
     if not benchmark.disabled:
         benchmark.extra_info["samples_per_s"] = samples / benchmark.stats.stats.median
+
+
+# card → (its test's fixture writer, {glob of its images: the real (width, height)})
+REAL_SIZES = {
+    "freihand": ("test_convert_freihand:write_freihand", {"**/rgb/*.jpg": (224, 224)}),
+    "rhd": ("test_convert_rhd:write_rhd", {"*/color/*.png": (320, 320)}),
+    "stb": ("test_convert_stb:write_stb", {"images/*/*.png": (640, 480)}),
+    "gan": ("test_convert_gan:write_gan", {"data/*/*/*_color_composed.png": (256, 256)}),
+    "3dpw": ("test_convert_3dpw:write_3dpw", {"imageFiles/*/*.jpg": (1920, 1080)}),
+    "tiktok": ("test_convert_tiktok:write_tiktok", {"*/images/*.png": (604, 1080)}),
+    "imagenet-val-backgrounds": (
+        "test_convert_imagenet:write_imagenet",
+        {"*.JPEG": (500, 375)},
+    ),
+}
+REPEATED = 256  # samples per converted split in a benchmark round
+
+
+def enlarge(root: Path, pattern: str, size: tuple[int, int], rng: np.random.Generator) -> int:
+    """Paste every image matching ``pattern`` onto a canvas of ``size``; masks (under a
+    ``mask``/``masks`` folder) onto an empty one. Returns how many images there were."""
+    paths = sorted(root.glob(pattern))
+    for path in paths:
+        with Image.open(path) as image:
+            small = image.copy()
+        canvas = Image.fromarray(
+            rng.integers(0, 256, (size[1] // 8 + 1, size[0] // 8 + 1, 3), dtype=np.uint8)
+        ).resize(size, Image.Resampling.BILINEAR)
+        canvas = canvas.convert(small.mode)
+        canvas.paste(small, (0, 0))
+        canvas.save(path, format=small.format or None)
+        masks = [path.parent.parent / m / path.name for m in ("mask", "masks")]
+        for mask in (m for m in masks if m.is_file()):
+            with Image.open(mask) as image:
+                small = image.copy()
+            canvas = Image.new(small.mode, size)
+            canvas.paste(small, (0, 0))
+            canvas.save(mask, format=small.format or None)
+    return len(paths)
+
+
+@pytest.mark.parametrize("card", sorted(REAL_SIZES))
+def test_conversion_throughput_on_real_image_sizes(benchmark, tmp_path, monkeypatch, card):
+    import importlib
+
+    module, name = REAL_SIZES[card][0].split(":")
+    writer = getattr(importlib.import_module(module), name)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    if card == "imagenet-val-backgrounds":
+        raw.rmdir()  # its writer makes the folder
+    writer(raw)
+    rng = np.random.default_rng(2)
+    for pattern, size in REAL_SIZES[card][1].items():
+        assert enlarge(raw, pattern, size, rng), f"{card}: no image matches {pattern}"
+    converter = type(get_converter(card))
+    split = "test"
+    items = list(converter().items(RawFiles(card, raw), split))
+    repeats = -(-(REPEATED if not benchmark.disabled else len(items)) // len(items))
+    monkeypatch.setattr(converter, "items", lambda self, raw_files, s: items * repeats)
+    rounds = iter(range(10))
+
+    def run() -> None:
+        out = tmp_path / f"out{next(rounds)}"
+        convert(card, raw, out, splits=[split], size=256, workers=2, progress=False)
+
+    benchmark.pedantic(run, rounds=1 if benchmark.disabled else 3, warmup_rounds=0)
+    if not benchmark.disabled:
+        benchmark.extra_info["samples_per_s"] = len(items) * repeats / benchmark.stats.stats.median
