@@ -12,7 +12,7 @@ from PIL import Image
 
 from bench.data.convert import Converter, Item, convert, register
 from bench.data.convert.base import CONVERTERS
-from bench.data.convert.video import frame_count, read_frame
+from bench.data.convert.video import _readers, frame_count, read_frame
 from bench.data.pairs import REAL_BACKGROUNDS, SYNTH_BACKGROUNDS, backgrounds_card
 from bench.data.shards import ShardDataset, read_shard_info
 from bench.errors import DabenchError
@@ -127,6 +127,13 @@ def test_video_frames_are_read_in_any_order_and_past_the_end_is_an_error(tmp_pat
         frame = read_frame(video, i)
         assert frame.shape == (32, 48, 3)
         assert abs(frame.mean() - (10 + 20 * i)) < 6  # lossy codec
+    # an image video and its mask video alternating both stay open, decoding forward
+    other = tmp_path / "mask.mp4"
+    _write_video(other, frames=8)
+    for i in (0, 1, 2):
+        read_frame(video, i)
+        read_frame(other, i)
+    assert {video: 3, other: 3}.items() <= {p: r.next for p, r in _readers().items()}.items()
     with pytest.raises(DabenchError, match=r"clip\.mp4 has 8 frames; .* frame 9"):
         read_frame(video, 9)
     (tmp_path / "cut.mp4").write_bytes(video.read_bytes()[:40])

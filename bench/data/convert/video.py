@@ -1,10 +1,12 @@
 """Frames of the raw videos (Human3.6M's mp4, MPI-INF-3DHP's and HumanEva's avi, SURREAL's
 mp4) through PyAV, FFmpeg's Python binding. A conversion asks for frames in increasing order
-within a video, so each worker process keeps its last video open and decodes forward; asking
-for an earlier frame reopens it."""
+within a video, so each worker process keeps its last few videos open (an image video and
+its mask video alternate) and decodes forward; an earlier frame reopens the video."""
 
 from __future__ import annotations
 
+import os
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -45,23 +47,41 @@ class _Reader:
         self.container.close()
 
 
-_open: _Reader | None = None
+OPEN = 4  # videos kept open per process
+_open: OrderedDict[Path, _Reader] = OrderedDict()
+_owner = os.getpid()
+# Readers a forked worker inherits from its parent: decoding or closing them in the child
+# can deadlock on the parent's decoder threads, so the child keeps them referenced and
+# never touches them.
+_inherited: list[OrderedDict[Path, _Reader]] = []
+
+
+def _readers() -> OrderedDict[Path, _Reader]:
+    global _open, _owner
+    if _owner != os.getpid():
+        _inherited.append(_open)
+        _open, _owner = OrderedDict(), os.getpid()
+    return _open
 
 
 def read_frame(path: Path, index: int) -> np.ndarray:
     """Frame ``index`` (0-based, in decoding order) of the video at ``path`` as
     ``[H, W, 3]`` uint8 RGB."""
-    global _open
     if index < 0:
         raise DabenchError(f"{path}: frame index {index} is negative")
-    if _open is None or _open.path != path or index < _open.next:
-        if _open is not None:
-            _open.close()
-        _open = None  # a failed open must not leave the old reader behind
+    readers = _readers()
+    reader = readers.pop(path, None)
+    if reader is not None and index < reader.next:
+        reader.close()
+        reader = None
+    if reader is None:
         if not path.is_file():
             raise DabenchError(f"missing video {path}")
-        _open = _Reader(path)
-    return _open.frame(index)
+        reader = _Reader(path)
+    readers[path] = reader  # most recently used last
+    while len(readers) > OPEN:
+        readers.popitem(last=False)[1].close()
+    return reader.frame(index)
 
 
 def frame_count(path: Path) -> int:
