@@ -74,7 +74,7 @@ def test_grid_show_names_the_shards_to_convert_and_the_command(tmp_path, monkeyp
     listed = capsys.readouterr().out.split("Shards to convert first", 1)[1]
     assert "  tiktok (train): dabench data convert tiktok RAW_DIR --size 256" in listed
     assert "  mpii (test): dabench data convert mpii RAW_DIR --size 256" in listed
-    assert "  h36m (test, train): no converter yet" in listed  # the pair itself
+    assert "  h36m-mas (test, train): dabench data convert h36m-mas RAW_DIR --size 256" in listed
     write_tiktok(tmp_path / "raw", videos=2, frames=1)
     convert("tiktok", tmp_path / "raw", tmp_path / "shards", size=16, progress=False)
     assert main(["grid", "show", "mas-table1-h36m"]) == 0

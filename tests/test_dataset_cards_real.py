@@ -11,7 +11,18 @@ from bench.data.pairs import SPLITS
 from bench.data.schema import DATASET_SPECS, JOINT_DATASETS
 
 HANDS = ("freihand", "stb", "rhd", "pan", "gan", "h3d", "mvhand")
-BODIES = ("h36m", "3dpw", "3dhp", "surreal", "lsp", "mpii", "tiktok")
+BODIES = (
+    "h36m",
+    "h36m-mas",
+    "3dpw",
+    "3dhp",
+    "3dhp-mas",
+    "surreal",
+    "humaneva",
+    "lsp",
+    "mpii",
+    "tiktok",
+)
 REAL = HANDS + BODIES
 CONVERTED_IMAGES = ("imagenet-val-backgrounds",)  # unlabelled images converted from a raw copy
 
@@ -24,6 +35,9 @@ PAPER_NAMES = {
     "pan": "PAN",
     "gan": "GAN",
     "h36m": "H3.6M",
+    "h36m-mas": "H3.6M (6 actions)",
+    "3dhp-mas": "3DHP (MaS split)",
+    "humaneva": "HumanEva-I",
     "3dpw": "3DPW",
     "3dhp": "3DHP",
     "surreal": "SURREAL",
@@ -49,6 +63,9 @@ RAW_ORDERS = {
     "pan": ("hand21",),
     "gan": ("hand21",),
     "h36m": ("h36m32",),
+    "h36m-mas": ("h36m32",),
+    "3dhp-mas": ("mpi_inf_3dhp28",),
+    "humaneva": ("humaneva15",),
     "3dpw": ("smpl24",),
     "3dhp": ("mpi_inf_3dhp28", "mpi_inf_3dhp17"),
     "surreal": ("smpl24",),
