@@ -193,11 +193,12 @@ def _print_missing_shards(grid: Grid) -> None:
     size = grid.trials[0].data["size"]
     print(f"\nShards to convert first (under {shard_root()}; nothing is downloaded):")
     for card, splits in missing:
-        how = (
-            f"dabench data convert {card} RAW_DIR --size {size}"
-            if card in CONVERTERS
-            else f"no converter yet (datasets/{card}.yaml says where it stands)"
-        )
+        how = f"no converter yet (datasets/{card}.yaml says where it stands)"
+        if card in CONVERTERS:
+            # only the splits the grid reads: a test-only dataset need not convert its train
+            only = set(CONVERTERS[card].splits) - set(splits)
+            picks = "".join(f" --split {s}" for s in splits) if only else ""
+            how = f"dabench data convert {card} RAW_DIR{picks} --size {size}"
         print(f"  {card} ({', '.join(splits)}): {how}")
 
 

@@ -157,5 +157,5 @@ def test_grid_show_lists_the_background_images_a_real_grid_needs(tmp_path, monke
     listed = capsys.readouterr().out.split("Shards to convert first", 1)[1]
     assert (
         "  imagenet-val-backgrounds (train): dabench data convert imagenet-val-backgrounds "
-        "RAW_DIR --size 256"
+        "RAW_DIR --split train --size 256"
     ) in listed

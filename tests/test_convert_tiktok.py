@@ -72,8 +72,12 @@ def test_grid_show_names_the_shards_to_convert_and_the_command(tmp_path, monkeyp
     monkeypatch.setenv("DABENCH_DATA", str(tmp_path / "shards"))
     assert main(["grid", "show", "mas-table1-h36m"]) == 0
     listed = capsys.readouterr().out.split("Shards to convert first", 1)[1]
-    assert "  tiktok (train): dabench data convert tiktok RAW_DIR --size 256" in listed
-    assert "  mpii (test): dabench data convert mpii RAW_DIR --size 256" in listed
+    # only the splits the grid reads: tiktok's test split and 3dhp's train split are not
+    assert (
+        "  tiktok (train): dabench data convert tiktok RAW_DIR --split train --size 256" in listed
+    )
+    assert "  mpii (test): dabench data convert mpii RAW_DIR --split test --size 256" in listed
+    assert "  3dhp (test): dabench data convert 3dhp RAW_DIR --split test --size 256" in listed
     assert "  h36m-mas (test, train): dabench data convert h36m-mas RAW_DIR --size 256" in listed
     write_tiktok(tmp_path / "raw", videos=2, frames=1)
     convert("tiktok", tmp_path / "raw", tmp_path / "shards", size=16, progress=False)
