@@ -4,6 +4,7 @@ split membership, re-conversion, and every bad input one clear error with nothin
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +155,12 @@ def test_bad_raw_copies_are_one_clear_error_and_nothing_is_written(raw, tmp_path
     # the CLI says the same in one line, exit status 2
     assert main(["data", "convert", "lsp", str(gaps), "--out", str(out), "--quiet"]) == 2
     assert "im1501.jpg" in capsys.readouterr().err
+
+
+def test_progress_bars_count_the_annotations_files_and_samples(raw, tmp_path, capsys):
+    root, _ = raw
+    convert("lsp", root, tmp_path, splits=["test"], size=24, progress=True)
+    err = capsys.readouterr().err
+    # the first pass: 1,000 samples read, one image file each; then the written samples
+    assert re.search(r"lsp/test annotations: .*1000 ?sample.*files=1000", err), err[-400:]
+    assert re.search(r"lsp/test: 100%.*1000/1000", err), err[-400:]

@@ -150,3 +150,75 @@ def test_conversion_throughput_on_real_image_sizes(benchmark, tmp_path, monkeypa
     benchmark.pedantic(run, rounds=1 if benchmark.disabled else 3, warmup_rounds=0)
     if not benchmark.disabled:
         benchmark.extra_info["samples_per_s"] = len(items) * repeats / benchmark.stats.stats.median
+
+
+def _h36m(root: Path, n: int) -> None:
+    from test_convert_h36m import write_h36m_samples
+
+    write_h36m_samples(root, n)  # 1000 x 1000 and 1000 x 1002 mp4, v7.3 masks
+
+
+def _3dhp(root: Path, n: int) -> None:
+    from test_convert_3dhp import write_3dhp_throughput
+
+    write_3dhp_throughput(root, n)  # 2048² avi, chroma-mask avi
+
+
+def _surreal(root: Path, n: int) -> None:
+    from test_convert_surreal import write_surreal
+
+    write_surreal(root, frames=100, copies=max(1, n // 19))  # 320 x 240 mp4, 100-frame clips
+
+
+def _humaneva(root: Path, n: int) -> None:
+    from test_convert_humaneva import write_humaneva_throughput
+
+    write_humaneva_throughput(root, n)  # 640 x 480 avi, undistorted
+
+
+def _pan(root: Path, n: int) -> None:
+    from test_convert_pan import write_pan
+
+    write_pan(root, frames=max(3, n // 3), width=1920, height=1080)  # HD JPEGs, undistorted
+
+
+def _h3d(root: Path, n: int) -> None:
+    from test_convert_h3d import write_h3d
+
+    write_h3d(root, n=5 * n, size=512)  # 20 % of the entries are the test split
+
+
+# card → (writer of a raw copy with about n samples in the split, the split converted)
+FULL_SIZE = {
+    "h36m": (_h36m, "train"),
+    "3dhp": (_3dhp, "train"),
+    "surreal": (_surreal, "test"),
+    "humaneva": (_humaneva, "test"),
+    "pan": (_pan, "test"),
+    "h3d": (_h3d, "test"),
+}
+
+
+@pytest.mark.parametrize("card", sorted(FULL_SIZE))
+def test_conversion_throughput_of_video_and_full_frame_datasets(benchmark, tmp_path, card):
+    """Videos cannot be repeated sample by sample (decoding forward is the work), so these
+    writers make every sample at the real frame size."""
+    from bench.data.shards import ShardDataset
+
+    writer, split = FULL_SIZE[card]
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    writer(raw, 8 if benchmark.disabled else 128)
+    rounds = iter(range(10))
+    written: list[Path] = []
+
+    def run() -> None:
+        out = tmp_path / f"out{next(rounds)}"
+        written[:] = convert(card, raw, out, splits=[split], size=256, workers=2, progress=False)
+
+    benchmark.pedantic(run, rounds=1 if benchmark.disabled else 3, warmup_rounds=0)
+    samples = len(ShardDataset(written[0]))
+    assert samples > 0
+    if not benchmark.disabled:
+        benchmark.extra_info["samples"] = samples
+        benchmark.extra_info["samples_per_s"] = samples / benchmark.stats.stats.median
