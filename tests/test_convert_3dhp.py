@@ -383,9 +383,11 @@ def expected_rows(
 J = {name: i for i, name in enumerate(get_joint_set("h36m17").joints)}
 
 
-def check_sample(s: dict[str, np.ndarray], cam3d: np.ndarray, k: np.ndarray, size: tuple) -> None:
+def check_sample(
+    s: dict[str, np.ndarray], cam3d: np.ndarray, k: np.ndarray, size: tuple, facing: bool = True
+) -> None:
     """kp3d (mm, camera frame) mapped to h36m17, kp2d the crop of its projection, K the
-    crop's, left and right in place."""
+    crop's, left and right in place (``facing``: a camera the fixture's body faces)."""
     mapping = get_mapping("mpi_inf_3dhp28", "h36m17")
     uv = project(cam3d, k)
     vis = inside(uv, *size) & (cam3d[:, 2] > 0)
@@ -412,6 +414,8 @@ def check_sample(s: dict[str, np.ndarray], cam3d: np.ndarray, k: np.ndarray, siz
     assert s["K"] == pytest.approx(crop.intrinsics(k), abs=1e-4)
     # the shard invariant: kp2d is the projection of kp3d through the stored K
     assert np.abs(project(s["kp3d"].astype(np.float64), s["K"]) - s["kp2d"]).max() < 1e-3
+    if not facing:
+        return
     # facing the camera: the right side on the image's left; right wrist raised over the
     # head, left wrist hanging below its elbow; right knee nearer the camera
     v = s["vis"]
@@ -557,6 +561,23 @@ def test_mas_filter_counts_chair_joints_and_mask_cover_as_specified():
         k, _, _ = camera(event[3])
         px = np.rint(project(camera_pose(*event), k)).astype(int)
         assert (chair_red(*event)[px[:, 1], px[:, 0]] == 0).sum() == count
+
+
+def test_the_14_camera_card_trains_on_the_whole_rig(tmp_path):
+    raw = tmp_path / "raw"
+    write_sequence(raw, 2, 1, 11, cameras=range(14), chairs=False)
+    path = convert("3dhp-14cam", raw, tmp_path / "out", splits=["train"], size=SIZE, progress=False)
+    shard = ShardDataset(path[0])
+    assert shard.info.attrs["dataset"] == "3dhp-14cam"
+    # frames 0 and 10 of every camera, the ceiling and low views included
+    assert rows_of(shard) == [(2, 21, cam, f) for cam in range(14) for f in (0, 10)]
+    for s in samples(shard):
+        cam, f = int(s["view"]), int(s["frame"])
+        facing = cam in VNECT  # the fixture's body faces the vnect cameras
+        check_sample(s, camera_pose(2, 1, f, cam), camera(cam)[0], (IMAGE, IMAGE), facing)
+    # the 3dhp card reads only the vnect cameras of the same copy
+    vnect = convert("3dhp", raw, tmp_path / "v", splits=["train"], size=SIZE, progress=False)
+    assert rows_of(ShardDataset(vnect[0])) == [(2, 21, cam, f) for cam in VNECT for f in (0, 10)]
 
 
 def test_the_throughput_writer_gives_what_it_says(tmp_path):

@@ -245,6 +245,16 @@ class MPIINF3DHP(_ThreeDHP):
 
 
 @register
+class MPIINF3DHPAllCameras(MPIINF3DHP):
+    """The card ``3dhp-14cam``: as ``3dhp`` with the training split on all 14 cameras (the
+    chest-height ring, the low and the ceiling views), for methods that train on the full
+    rig; the test set is the same."""
+
+    card = "3dhp-14cam"
+    cameras = tuple(range(CAMERAS_IN_FILES))
+
+
+@register
 class MPIINF3DHPMaS(_ThreeDHP):
     """The card ``3dhp-mas`` (Mask as Supervision's split of the training release): train =
     S1–S6 every 5th frame, test = S7–S8 every 10th frame, the 5 chest-height cameras, masks
