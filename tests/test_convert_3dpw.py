@@ -333,7 +333,9 @@ def test_bad_3dpw_copies_are_one_clear_error_and_nothing_is_written(raw, tmp_pat
     folder = copy("cut")
     pkl = folder / "sequenceFiles" / "test" / "office_phoneCall_00.pkl"
     pkl.write_bytes(pkl.read_bytes()[:500])
-    refused(folder, r"office_phoneCall_00\.pkl is not a readable Python-2 pickle \(cut short\?\)")
+    refused(
+        folder, r"office_phoneCall_00\.pkl is not a readable pickle \(.*Python 2.*cut short\?\)"
+    )
     folder = copy("no-joints")  # a release without the joint positions
     rewrite(folder, "office_phoneCall_00", jointPositions=None, campose_valid=None)
     refused(folder, r"office_phoneCall_00\.pkl lacks \['jointPositions', 'campose_valid'\]")

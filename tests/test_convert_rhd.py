@@ -169,6 +169,18 @@ def test_mask_of_applies_the_same_rule_as_the_choice():
     assert (RHD().mask_of(decoded) == ((labels == 5) | (labels == 17))).all()
 
 
+class Trap:
+    """Unpickled by a plain unpickler, it makes a folder."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (self.path,))
+
+
 def test_bad_rhd_copies_are_one_clear_error_and_nothing_is_written(raw, tmp_path):
     out = tmp_path / "out"
 
@@ -197,7 +209,17 @@ def test_bad_rhd_copies_are_one_clear_error_and_nothing_is_written(raw, tmp_path
     folder = copy("cut")
     path = folder / "evaluation" / "anno_evaluation.pickle"
     path.write_bytes(path.read_bytes()[:200])
-    refused(folder, r"anno_evaluation\.pickle is not a readable pickle \(cut short\?\)")
+    refused(folder, r"anno_evaluation\.pickle is not a readable pickle \(.*cut short\?\)")
+    # a pickle that names anything but numpy's arrays is refused, never run
+    folder = copy("foreign")
+    ran = folder / "ran"
+    (folder / "training" / "anno_training.pickle").write_bytes(
+        pickle.dumps({0: Trap(str(ran))}, protocol=2)
+    )
+    refused(folder, r"anno_training\.pickle .* pickles posix\.mkdir.*not unpickled")
+    assert not ran.exists()
+    pickle.loads((folder / "training" / "anno_training.pickle").read_bytes())
+    assert ran.is_dir()  # the trap is real
     folder = copy("one-hand")  # a layout with a single 21-joint hand per sample
     rewrite(folder, "training", lambda a: a[1].update(xyz=a[1]["xyz"][:21]))
     refused(folder, r"sample 1 of .*anno_training\.pickle has xyz \(21, 3\).*expected \(42, 3\)")

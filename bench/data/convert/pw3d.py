@@ -22,7 +22,6 @@ only; ``subject`` = actor index; ``frame`` = image index."""
 
 from __future__ import annotations
 
-import pickle
 import zlib
 from pathlib import Path
 from typing import Any
@@ -92,14 +91,7 @@ def _read_sequence(raw: RawFiles, rel: str) -> dict[str, Any]:
     """The arrays of one pickle, checked: ``name``, ``joints [A, T, 24, 3]`` m,
     ``poses [T, 4, 4]``, ``K [3, 3]``, ``valid [A, T]`` bool."""
     where = raw.root / rel
-    data = raw.read_bytes(rel, "a 3DPW sequence pickle")
-    try:
-        content = pickle.loads(data, encoding="latin1")
-    except Exception as exc:  # a cut or foreign file raises one of many types
-        raise DabenchError(
-            f"3dpw: {where} is not a readable Python-2 pickle (cut short?): "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+    content = raw.load_pickle(rel, "a 3DPW sequence pickle (Python 2)")
     if not isinstance(content, dict):
         raise DabenchError(
             f"3dpw: {where} holds a {type(content).__name__}; expected the dict of a 3DPW "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,30 @@ class RawFiles:
             )
         return out
 
+    def load_pickle(self, relative: str, what: str) -> Any:
+        """A pickle of plain containers and numpy arrays (RHD's, 3DPW's, MVHand's), loaded
+        by an unpickler that refuses every other class: unpickling can run code, and a
+        dataset file has no reason to name anything else. Python 2 pickles (numpy arrays
+        written by Python 2) are read with ``latin1``."""
+        data = self.read_bytes(relative, what)
+        where = self.root / relative
+        try:
+            try:
+                return _PlainUnpickler(io.BytesIO(data)).load()
+            except UnicodeDecodeError:
+                return _PlainUnpickler(io.BytesIO(data), encoding="latin1").load()
+        except _Foreign as exc:
+            raise DabenchError(
+                f"{self.card}: {where} ({what}) pickles {exc}, which a dataset file has no "
+                "reason to hold (only plain containers and numpy arrays are loaded): not "
+                "unpickled"
+            ) from None
+        except Exception as exc:  # a cut pickle raises EOFError, UnpicklingError, ValueError…
+            raise DabenchError(
+                f"{self.card}: {where} is not a readable pickle ({what}; cut short?): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
     def note(self, text: str) -> None:
         """Fold what a listing found (a folder's file names) into the fingerprint."""
         self._hash.update(f"listing\0{text}\0".encode())
@@ -86,3 +111,28 @@ def read_file(root: Path, relative: str) -> bytes:
         return (root / relative).read_bytes()
     except OSError as exc:
         raise DabenchError(f"cannot read {root / relative}: {exc.strerror}") from exc
+
+
+class _Foreign(Exception):
+    """A pickle names a global outside :data:`_PICKLE_GLOBALS`."""
+
+
+# What numpy arrays and scalars pickle as (numpy 1 and 2 module names), and the codec
+# Python 3 uses for bytes in protocol-2 pickles.
+_PICKLE_GLOBALS = {
+    (module, name)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    for name in ("_reconstruct", "scalar")
+} | {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+    ("collections", "OrderedDict"),
+}
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise _Foreign(f"{module}.{name}")
+        return super().find_class(module, name)

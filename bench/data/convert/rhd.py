@@ -6,9 +6,7 @@ per sample ``color/%05d.png`` and ``mask/%05d.png`` (grey uint8 part labels: 0 b
 1 person, 2–17 left hand, 18–33 right hand; another mode or label is refused).
 
 The annotation file is a pickle (datasets.md §0.1: plain dicts and numpy arrays), loaded
-with :func:`pickle.loads` on the bytes read through ``raw.read_bytes``. Unpickling can run
-code; that is acceptable only because the file is the one of the official RHD zip: convert
-copies downloaded from the RHD page only.
+by :meth:`RawFiles.load_pickle`, which refuses any class but numpy's arrays.
 
 One sample per image, the hand with more mask pixels (hand3d's BinaryDbReader rule: left when
 it has strictly more pixels than the right, else right), without mirroring. Choosing it needs
@@ -29,7 +27,6 @@ convention of the renderer; the shards put pixel centres at integers, so K is mo
 from __future__ import annotations
 
 import io
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -136,17 +133,10 @@ class RHD(Converter):
 
 
 def _load_pickle(raw: RawFiles, name: str, split: str) -> dict[Any, Any]:
-    data = raw.read_bytes(name, f"the {split} annotations, a pickled dict of sample id -> dict")
+    annotations = raw.load_pickle(
+        name, f"the {split} annotations, a pickled dict of sample id -> dict"
+    )
     where = raw.root / name
-    try:
-        try:
-            annotations = pickle.loads(data)
-        except UnicodeDecodeError:  # numpy arrays pickled by Python 2
-            annotations = pickle.loads(data, encoding="latin1")
-    except Exception as exc:  # a cut pickle raises EOFError, UnpicklingError, ValueError, …
-        raise DabenchError(
-            f"rhd: {where} is not a readable pickle (cut short?): {type(exc).__name__}: {exc}"
-        ) from exc
     if not isinstance(annotations, dict) or not annotations:
         raise DabenchError(
             f"rhd: {where} holds a {type(annotations).__name__}; expected a non-empty dict of "
