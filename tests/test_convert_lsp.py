@@ -122,8 +122,11 @@ def test_reconverting_keeps_the_shards_and_settings_are_checked(raw, tmp_path):
     assert read_shard_info(first).fingerprint.startswith("convert-lsp-v1:")
     with pytest.raises(DabenchError, match=r"unknown split\(s\) \['val'\]; valid: \['train'"):
         convert("lsp", root, tmp_path, splits=["val"], progress=False)
-    with pytest.raises(DabenchError, match="no converter for dataset card 'mvhand'.*lsp"):
-        convert("mvhand", root, tmp_path, progress=False)
+    with pytest.raises(
+        DabenchError,
+        match="no converter for dataset card 'synth-hand-clean'.*lsp.*dabench data synth",
+    ):
+        convert("synth-hand-clean", root, tmp_path, progress=False)
 
 
 def test_bad_raw_copies_are_one_clear_error_and_nothing_is_written(raw, tmp_path, capsys):

@@ -73,7 +73,7 @@ RAW_ORDERS = {
     "3dhp": ("mpi_inf_3dhp28", "mpi_inf_3dhp17"),
     "surreal": ("smpl24",),
     "h3d": ("hand21",),
-    "mvhand": ("hand21",),
+    "mvhand": ("mvhand21",),
     "lsp": ("common14",),
     "mpii": ("mpii16",),
     "tiktok": ("h36m17",),

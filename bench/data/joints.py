@@ -422,6 +422,19 @@ _STB21_JOINTS: tuple[str, ...] = (
     "thumb_tip",
 )
 
+# MVHand (Yu et al., BMVC 2021), the order of its authors' toolkit README
+# (ShichengChen/multiviewDataset): wrist, then index, middle, ring, pinky, thumb, each
+# base -> tip. The README calls the thumb's joints "mcp, pip, dip, tip"; its first one is the
+# thumb's base, what C21 calls thumb_cmc (as for STB) [U: the README names no landmark].
+_MVHAND21_JOINTS: tuple[str, ...] = (
+    "wrist",
+    *(f"{f}_{j}" for f in _FINGERS for j in ("mcp", "pip", "dip", "tip")),
+    "thumb_cmc",
+    "thumb_mcp",
+    "thumb_ip",
+    "thumb_tip",
+)
+
 # Raw H36M-32 (datasets.md §4.3, [L] names). Renamed to the shared vocabulary where the joint
 # is one of the 17: raw "hip" -> pelvis, raw "spine1" -> spine, raw "head" -> head (top).
 # Raw 11 "spine" sits at/near the hip and is called spine_base here to keep "spine" for the
@@ -488,6 +501,7 @@ JOINT_ORDERS: Mapping[str, JointOrder] = MappingProxyType(
                 + tuple(f"right_{n}" for n in _RHD21_JOINTS),
             ),
             JointOrder("stb21", _STB21_JOINTS),
+            JointOrder("mvhand21", _MVHAND21_JOINTS),
             JointOrder("h36m32", _H36M32_JOINTS),
             JointOrder("mpi_inf_3dhp28", _MPI_INF_3DHP28_JOINTS),
             JointOrder("humaneva15", _HUMANEVA15_JOINTS),
@@ -606,6 +620,13 @@ _MAPPING_LIST: tuple[JointMapping, ...] = (
         approximate=(0,),
         note="[V] derived from hand3d/bihand. STB 0 is the palm centre, not the wrist: "
         "either extrapolate a wrist or convert the other datasets to palm (datasets.md §4.2)",
+    ),
+    JointMapping(
+        "mvhand21",
+        "hand21",
+        (0, 17, 18, 19, 20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16),
+        note="[V] the MVHand toolkit README's order (wrist, index, middle, ring, pinky, "
+        "thumb; base -> tip); its thumb 'mcp' taken as hand21's first thumb joint [U]",
     ),
     # ---- bodies -> h36m17 (datasets.md §4.3)
     JointMapping(

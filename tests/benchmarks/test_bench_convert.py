@@ -188,6 +188,13 @@ def _h3d(root: Path, n: int) -> None:
     write_h3d(root, n=5 * n, size=512)  # 20 % of the entries are the test split
 
 
+def _mvhand(root: Path, n: int) -> None:
+    from test_convert_mvhand import write_mvhand
+
+    # 640 x 480 JPEGs and masks; the test split is 2 recordings x 4 views per frame
+    write_mvhand(root, frames=max(1, -(-n // 8)))
+
+
 # card → (writer of a raw copy with about n samples in the split, the split converted)
 FULL_SIZE = {
     "h36m": (_h36m, "train"),
@@ -196,6 +203,7 @@ FULL_SIZE = {
     "humaneva": (_humaneva, "test"),
     "pan": (_pan, "test"),
     "h3d": (_h3d, "test"),
+    "mvhand": (_mvhand, "test"),
 }
 
 

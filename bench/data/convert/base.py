@@ -93,6 +93,28 @@ class Converter:
 CONVERTERS: dict[str, type[Converter]] = {}
 
 
+class MasksIfPresent(Converter):
+    """A converter whose shards have masks exactly when the raw copy has them (Human3.6M's
+    optional ground_truth_bs, MVHand's mask/): ``items(raw, split)`` decides it before it
+    returns, by calling :meth:`masks_found`."""
+
+    def __init__(self) -> None:
+        self._masks: dict[str, bool] = {}
+
+    def masks_found(self, raw: RawFiles, split: str, found: bool) -> bool:
+        self._masks[split] = found
+        raw.note(f"{split} masks:{found}")
+        return found
+
+    def fields_of(self, split: str) -> tuple[str, ...]:
+        if split not in self._masks:
+            raise DabenchError(
+                f"{self.card}: whether the {split} shard has masks depends on the raw copy; "
+                "its items must be read first"
+            )
+        return self.fields if self._masks[split] else tuple(f for f in self.fields if f != "masks")
+
+
 def register(cls: type[Converter]) -> type[Converter]:
     """Class decorator: the converter of ``cls.card``."""
     if not cls.card or cls.card in CONVERTERS:
@@ -107,7 +129,7 @@ def get_converter(card: str) -> Converter:
     if card not in CONVERTERS:
         raise DabenchError(
             f"no converter for dataset card {card!r}; converters exist for: "
-            f"{', '.join(sorted(CONVERTERS))} (the other real cards say where their "
-            "converter stands)"
+            f"{', '.join(sorted(CONVERTERS))} (synthetic cards are generated with "
+            "`dabench data synth`)"
         )
     return CONVERTERS[card]()

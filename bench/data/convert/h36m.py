@@ -59,7 +59,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bench.data.convert.base import Converter, Item, register
+from bench.data.convert.base import Item, MasksIfPresent, register
 from bench.data.convert.raw import RawFiles
 from bench.data.convert.video import frame_count
 from bench.errors import DabenchError
@@ -85,7 +85,6 @@ PROJECTION_TOLERANCE_PX = 3.0
 # between subjects).
 WORLD_TOLERANCE_MM = 20.0
 MAS_ACTIONS = ("Directions", "Discussion", "Posing", "Waiting", "Greeting", "Walking")
-BASE_FIELDS = ("seq", "frame", "view", "subject", "cam_R", "cam_t")
 
 
 @dataclass(frozen=True)
@@ -158,36 +157,23 @@ class Recording:
 
 
 @register
-class Human36M(Converter):
+class Human36M(MasksIfPresent):
     """The card ``h36m``: every action of the metadata."""
 
     card = "h36m"
     raw_joints = "h36m32"
-    fields = (*BASE_FIELDS, "masks")
+    fields = ("seq", "frame", "view", "subject", "cam_R", "cam_t", "masks")
     subjects: ClassVar[dict[str, tuple[int, ...]]] = {"train": (1, 5, 6, 7, 8), "test": (9, 11)}
     strides: ClassVar[dict[str, int]] = {"train": 5, "test": 64}
     actions: ClassVar[tuple[str, ...] | None] = None  # None: every action
-
-    def __init__(self) -> None:
-        # per split, whether its shard has masks: decided by items() from the raw copy
-        self._masks: dict[str, bool] = {}
-
-    def fields_of(self, split: str) -> tuple[str, ...]:
-        if split not in self._masks:
-            raise DabenchError(
-                f"{self.card}: whether the {split} shard has masks depends on the raw copy; "
-                "its items must be read first"
-            )
-        return self.fields if self._masks[split] else BASE_FIELDS
 
     def items(self, raw: RawFiles, split: str) -> Iterator[Item]:
         """A generator over the split's samples, one recording at a time; the metadata,
         the subjects present and whether masks are read are settled before it starts."""
         meta = _read_metadata(raw, self.card)
         recordings = self._recordings(raw, meta, split)
-        self._masks[split] = _masks_present(raw, self.card, meta, recordings)
-        raw.note(f"{split} masks:{self._masks[split]}")
-        return self._stream(raw, meta, recordings, self.strides[split], self._masks[split])
+        masks = self.masks_found(raw, split, _masks_present(raw, self.card, meta, recordings))
+        return self._stream(raw, meta, recordings, self.strides[split], masks)
 
     def _stream(
         self,

@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from bench.data.convert.base import Converter, Item, register
 from bench.data.convert.raw import RawFiles
@@ -683,12 +682,7 @@ def _test_array(raw: RawFiles, where: Path, a: np.ndarray, key: str, dim: int) -
 def _image_size(raw: RawFiles, image: str, rel: str) -> tuple[int, int]:
     """(W, H) of a test sequence's frames, from its first valid image's header (TS1–TS4
     are 2048 × 2048, TS5–TS6 1920 × 1080)."""
-    path = raw.path(image, f"the first valid frame of {rel}")
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DabenchError(f"{path} is not a readable image: {exc}") from exc
+    return raw.image_size(image, f"the first valid frame of {rel}")
 
 
 # -- videos -----------------------------------------------------------------------------------

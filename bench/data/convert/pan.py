@@ -51,7 +51,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from bench.data.convert.base import Converter, Item, register
 from bench.data.convert.crop import square_around
@@ -452,11 +451,7 @@ def _check_size(raw: RawFiles, image: str, cam: Camera) -> None:
     """The frame's header against the calibration: a copy extracted at another resolution is
     refused before anything is written."""
     path = raw.root / image
-    try:
-        with Image.open(path) as im:
-            size = im.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DabenchError(f"{path} is not a readable image: {exc}") from exc
+    size = raw.image_size(image, f"an HD frame of camera {cam.name}")
     if size != (cam.width, cam.height):
         raise DabenchError(
             f"{path} is {size[0]} x {size[1]} px; its camera's calibration says "

@@ -23,11 +23,9 @@ only; ``subject`` = actor index; ``frame`` = image index."""
 from __future__ import annotations
 
 import zlib
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from bench.data.convert.base import Converter, Item, register
 from bench.data.convert.raw import RawFiles
@@ -181,9 +179,4 @@ def _sequence_items(raw: RawFiles, rel: str, seq: dict[str, Any]) -> list[Item]:
 def _image_size(raw: RawFiles, image: str, rel: str) -> tuple[int, int]:
     """(W, H) of a sequence's frames, from one image's header: a video's frames share it,
     and 3DPW has both landscape and portrait sequences."""
-    path: Path = raw.path(image, f"the first valid frame of the sequence in {rel}")
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DabenchError(f"{path} is not a readable image: {exc}") from exc
+    return raw.image_size(image, f"the first valid frame of the sequence in {rel}")

@@ -4,9 +4,11 @@ folded into the fingerprint the shards record, in the order it was read."""
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import pickle
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,16 @@ class RawFiles:
             )
         return out
 
+    def image_size(self, relative: str, what: str) -> tuple[int, int]:
+        """(W, H) of an image from its header alone (the pixels are read later, in the
+        workers): a file that is missing or no image is one error naming it."""
+        path = self.path(relative, what)
+        try:
+            with Image.open(path) as image:
+                return image.size
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DabenchError(f"{self.card}: {path} is not a readable image: {exc}") from exc
+
     def load_pickle(self, relative: str, what: str) -> Any:
         """A pickle of plain containers and numpy arrays (RHD's, 3DPW's, MVHand's), loaded
         by an unpickler that refuses every other class: unpickling can run code, and a
@@ -77,9 +89,8 @@ class RawFiles:
                 return _PlainUnpickler(io.BytesIO(data), encoding="latin1").load()
         except _Foreign as exc:
             raise DabenchError(
-                f"{self.card}: {where} ({what}) pickles {exc}, which a dataset file has no "
-                "reason to hold (only plain containers and numpy arrays are loaded): not "
-                "unpickled"
+                f"{self.card}: {where} pickles {exc}, which is not allowed (refused, not run): "
+                f"expected {what}, and only plain containers and numpy arrays are loaded"
             ) from None
         except Exception as exc:  # a cut pickle raises EOFError, UnpicklingError, ValueError…
             raise DabenchError(
@@ -114,25 +125,28 @@ def read_file(root: Path, relative: str) -> bytes:
 
 
 class _Foreign(Exception):
-    """A pickle names a global outside :data:`_PICKLE_GLOBALS`."""
+    """A pickle names a global outside :data:`PICKLE_GLOBALS`."""
 
 
-# What numpy arrays and scalars pickle as (numpy 1 and 2 module names), and the codec
-# Python 3 uses for bytes in protocol-2 pickles.
-_PICKLE_GLOBALS = {
-    (module, name)
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-    for name in ("_reconstruct", "scalar")
-} | {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("_codecs", "encode"),
-    ("collections", "OrderedDict"),
+# What numpy's own pickles call, taken from numpy itself so that both numpy 1.x
+# ("numpy.core") and 2.x ("numpy._core") module names resolve without importing them by
+# name; and the codec Python 3 uses for bytes in protocol-2 pickles.
+_RECONSTRUCT = np.zeros(1).__reduce__()[0]
+_FROMBUFFER = np.zeros(1).__reduce_ex__(5)[0]
+_SCALAR = np.float64(0).__reduce__()[0]
+PICKLE_GLOBALS: dict[tuple[str, str], Any] = {
+    **{(f"numpy.{m}.multiarray", "_reconstruct"): _RECONSTRUCT for m in ("core", "_core")},
+    **{(f"numpy.{m}.multiarray", "scalar"): _SCALAR for m in ("core", "_core")},
+    **{(f"numpy.{m}.numeric", "_frombuffer"): _FROMBUFFER for m in ("core", "_core")},
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,
+    ("collections", "OrderedDict"): OrderedDict,
 }
 
 
 class _PlainUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _PICKLE_GLOBALS:
+        if (module, name) not in PICKLE_GLOBALS:
             raise _Foreign(f"{module}.{name}")
-        return super().find_class(module, name)
+        return PICKLE_GLOBALS[(module, name)]
