@@ -510,6 +510,21 @@ def test_3dhp_test_set_valid_frames_fitted_intrinsics_and_no_masks(shards):
         assert s["images"][y, x].min() > 150  # the JPEG's marker
 
 
+def test_a_joint_is_visible_inside_the_image_by_pixel_centres_and_in_front():
+    from bench.data.convert.mpi_inf_3dhp import Camera, _visible
+
+    k = np.array([[100.0, 0, 50.0], [0, 100.0, 40.0], [0, 0, 1]])
+    cam = Camera(K=k, R=np.eye(3), t=np.zeros(3), width=100, height=80)
+    # pixel centres at integers: the image spans [-0.5, W - 0.5) x [-0.5, H - 0.5)
+    uv = np.array([[-0.5, 0], [-0.51, 0], [99.49, 0], [99.5, 0], [0, 79.49], [0, 79.5]])
+    z = 1000.0
+    points = np.concatenate([(uv - k[:2, 2]) / 100.0 * z, np.full((len(uv), 1), z)], axis=1)
+    behind = -points[:1]  # projects inside, but behind the camera
+    got_uv, vis = _visible(np.concatenate([points, behind]), cam)
+    assert got_uv[:6] == pytest.approx(uv, abs=1e-9)
+    assert vis.tolist() == [True, False, True, False, True, False, False]
+
+
 def test_least_squares_intrinsics_recover_the_camera():
     module = importlib.import_module("bench.data.convert.mpi_inf_3dhp")
     kk, _ = ts_camera(1)

@@ -67,10 +67,11 @@ BODY = np.array(
 )
 R_WRIST = 7  # a bright square is drawn where the lens shows it, in every video frame
 # camera centre (mm), the point it looks at, Bouguet's kc; C2's strong distortion moves the
-# right wrist by several pixels, so pixels only match kp2d if the frames are undistorted
+# right wrist by several pixels (its tangential terms too), so pixels only match kp2d if the
+# frames are undistorted
 RIG = {
     "C1": ((0, -4000, 1000), (0, 0, 1000), (-0.25, 0.1, 0.001, -0.002, 0.0)),
-    "C2": ((4000, 300, 1100), (0, -900, 950), (0.9, 0.3, 0.0, 0.0, 0.0)),
+    "C2": ((4000, 300, 1100), (0, -900, 950), (0.9, 0.3, -0.03, 0.04, 0.0)),
     "C3": ((-4000, 500, 900), (100, 0, 1000), (-0.1, 0.0, 0.0, 0.0, 0.05)),
 }
 
