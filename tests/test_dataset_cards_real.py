@@ -167,3 +167,28 @@ def test_cards_name_their_converter_exactly_when_one_is_registered(cards):
         text = _text(card, "converter")
         assert (f"dabench data convert {name} RAW_DIR" in text) == (name in CONVERTERS), name
     assert set(CONVERTERS) <= set(converted)
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        "park-table1-hand",
+        "park-table2-body",
+        "lin-table1-hand",
+        "lin-table2-body",
+        "mas-table1-h36m",
+        "mas-table2-3dhp",
+    ],
+)
+def test_every_paper_grid_names_a_convert_command_for_each_missing_dataset(
+    grid, tmp_path, monkeypatch, capsys
+):
+    from bench.cli import main
+
+    monkeypatch.setenv("DABENCH_DATA", str(tmp_path))
+    assert main(["grid", "show", grid]) == 0
+    listed = capsys.readouterr().out.split("Shards to convert first", 1)[1].strip().splitlines()
+    assert listed[1:], "an empty shard root must list the grid's datasets"
+    for line in listed[1:]:
+        card = line.split()[0]
+        assert f": dabench data convert {card} RAW_DIR" in line, line
