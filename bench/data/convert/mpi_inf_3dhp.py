@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import io
 import re
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +48,7 @@ import numpy as np
 
 from bench.data.convert.base import Converter, Item, register
 from bench.data.convert.raw import RawFiles
-from bench.data.convert.video import frame_count
+from bench.data.convert.video import frame_count, read_frame
 from bench.data.joints import get_mapping
 from bench.errors import DabenchError
 
@@ -120,16 +119,6 @@ class _ThreeDHP(Converter):
     raw_joints = "mpi_inf_3dhp28"
     cameras: tuple[int, ...] = VNECT_CAMERAS
     mask_folders: tuple[str, ...] = ("FGmasks",)  # mask videos the training split reads
-
-    def read_image(self, root: Path, item: Item) -> np.ndarray:
-        if item.image_frame is not None:
-            return _VIDEOS.frame(root / item.image, item.image_frame)
-        return super().read_image(root, item)
-
-    def read_mask(self, root: Path, item: Item) -> np.ndarray | None:
-        if item.mask is not None and item.mask_frame is not None:
-            return _VIDEOS.frame(root / item.mask, item.mask_frame)
-        return super().read_mask(root, item)
 
     def mask_of(self, decoded: np.ndarray) -> np.ndarray:
         """The chroma-key foreground: the red channel (green and blue carry upper- and
@@ -325,31 +314,27 @@ class MPIINF3DHPMaS(_ThreeDHP):
             if not rows.size:
                 break
             camera = seq.cameras[cam]
-            fg = _Stream(raw.root / seq.video("FGmasks", cam))
-            chair = _Stream(raw.root / seq.video("ChairMasks", cam))
-            try:
-                for row in rows:
-                    f = int(frames[row])
-                    red = fg.frame(f)[..., 0]
-                    seat = chair.frame(f)[..., 0]
-                    for name, got in (("FGmasks", red), ("ChairMasks", seat)):
-                        if got.shape != (camera.height, camera.width):
-                            raise DabenchError(
-                                f"{self.card}: {raw.root / seq.video(name, cam)} has frames of "
-                                f"{got.shape[1]} x {got.shape[0]} px; camera.calibration says "
-                                f"{camera.width} x {camera.height}"
-                            )
-                    if (red > THRESHOLD).mean() > MASK_COVER:
-                        keep[row] = False
-                        continue
-                    px = np.rint(uv[cam][row]).astype(int)
-                    px[:, 0] = px[:, 0].clip(0, camera.width - 1)
-                    px[:, 1] = px[:, 1].clip(0, camera.height - 1)
-                    if (seat[px[:, 1], px[:, 0]] <= THRESHOLD).sum() > CHAIR_JOINTS:
-                        keep[row] = False
-            finally:
-                fg.close()
-                chair.close()
+            fg_video = raw.root / seq.video("FGmasks", cam)
+            chair_video = raw.root / seq.video("ChairMasks", cam)
+            for row in rows:
+                f = int(frames[row])
+                red = read_frame(fg_video, f)[..., 0]
+                seat = read_frame(chair_video, f)[..., 0]
+                for name, got in (("FGmasks", red), ("ChairMasks", seat)):
+                    if got.shape != (camera.height, camera.width):
+                        raise DabenchError(
+                            f"{self.card}: {raw.root / seq.video(name, cam)} has frames of "
+                            f"{got.shape[1]} x {got.shape[0]} px; camera.calibration says "
+                            f"{camera.width} x {camera.height}"
+                        )
+                if (red > THRESHOLD).mean() > MASK_COVER:
+                    keep[row] = False
+                    continue
+                px = np.rint(uv[cam][row]).astype(int)
+                px[:, 0] = px[:, 0].clip(0, camera.width - 1)
+                px[:, 1] = px[:, 1].clip(0, camera.height - 1)
+                if (seat[px[:, 1], px[:, 0]] <= THRESHOLD).sum() > CHAIR_JOINTS:
+                    keep[row] = False
         return keep
 
 
@@ -683,70 +668,3 @@ def _image_size(raw: RawFiles, image: str, rel: str) -> tuple[int, int]:
     """(W, H) of a test sequence's frames, from its first valid image's header (TS1–TS4
     are 2048 × 2048, TS5–TS6 1920 × 1080)."""
     return raw.image_size(image, f"the first valid frame of {rel}")
-
-
-# -- videos -----------------------------------------------------------------------------------
-
-
-class _Stream:
-    """One video decoded forward."""
-
-    def __init__(self, path: Path) -> None:
-        import av
-
-        if not path.is_file():
-            raise DabenchError(f"missing video {path}")
-        self.path = path
-        try:
-            self.container = av.open(str(path))
-            stream = self.container.streams.video[0]
-        except (av.FFmpegError, IndexError, OSError) as exc:
-            raise DabenchError(f"{path} is not a readable video: {exc}") from exc
-        stream.thread_type = "AUTO"
-        self.frames = self.container.decode(stream)
-        self.next = 0  # the index of the frame the decoder yields next
-
-    def frame(self, index: int) -> np.ndarray:
-        import av
-
-        try:
-            for frame in self.frames:
-                self.next += 1
-                if self.next - 1 == index:
-                    return frame.to_ndarray(format="rgb24")
-        except av.FFmpegError as exc:
-            raise DabenchError(f"{self.path}: frame {self.next} cannot be decoded: {exc}") from exc
-        raise DabenchError(
-            f"{self.path} has {self.next} frames; frame {index} (0-based) was asked for: the "
-            "video is shorter than its header says"
-        )
-
-    def close(self) -> None:
-        self.container.close()
-
-
-class _Videos:
-    """The few videos a worker reads in turn, kept open: a sample reads its camera's image
-    video and then its mask video, and :mod:`bench.data.convert.video` keeps one video open,
-    which would decode both from their start for every sample."""
-
-    def __init__(self, keep: int = 4) -> None:
-        self.keep = keep
-        self.open: OrderedDict[Path, _Stream] = OrderedDict()
-
-    def frame(self, path: Path, index: int) -> np.ndarray:
-        if index < 0:
-            raise DabenchError(f"{path}: frame index {index} is negative")
-        stream = self.open.pop(path, None)
-        if stream is not None and index < stream.next:
-            stream.close()
-            stream = None
-        if stream is None:
-            stream = _Stream(path)
-        self.open[path] = stream
-        while len(self.open) > self.keep:
-            self.open.popitem(last=False)[1].close()
-        return stream.frame(index)
-
-
-_VIDEOS = _Videos()
