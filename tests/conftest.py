@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -177,3 +178,29 @@ def assert_refused(card: str, folder: Path, out: Path, match: str) -> None:
     with pytest.raises(DabenchError, match=match):
         convert(card, folder, out, size=16, progress=False)
     assert not list(out.rglob("*.h5*")), "something was written"
+
+
+def write_video(
+    path: Path,
+    frames: Iterable[np.ndarray],
+    codec: str = "mpeg4",
+    rate: int = 25,
+    bit_rate: int | None = None,
+) -> None:
+    """A video of ``[H, W, 3]`` uint8 RGB frames for the video converters' fixtures: ffv1 is
+    lossless (masks and markers stay exact), mpeg4 is lossy like the releases' codecs."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = None
+        for rgb in frames:
+            if stream is None:
+                stream = container.add_stream(codec, rate=rate)
+                stream.height, stream.width = rgb.shape[:2]
+                stream.pix_fmt = "bgr0" if codec == "ffv1" else "yuv420p"
+                if bit_rate is not None:
+                    stream.bit_rate = bit_rate
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        assert stream is not None, f"{path}: no frames"
+        container.mux(stream.encode())

@@ -13,12 +13,11 @@ import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import av
 import h5py
 import numpy as np
 import pytest
 import scipy.io as sio
-from conftest import assert_refused
+from conftest import assert_refused, write_video
 from PIL import Image
 
 from bench.cli import main
@@ -156,23 +155,6 @@ def chair_red(subject: int, sequence: int, frame: int, cam: int, size: int = IMA
         assert v[below - 1] - v[below] >= 3, "fixture: joints too close to the band's edge"
         red[int(v[below] + v[below - 1]) // 2 + 1 :] = 0
     return red
-
-
-def write_video(path: Path, frames: Iterable[np.ndarray], codec: str = "ffv1") -> None:
-    """A video of ``[H, W, 3]`` uint8 RGB frames (ffv1: lossless, so masks stay exact)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    container = av.open(str(path), "w")
-    stream = None
-    for rgb in frames:
-        if stream is None:
-            stream = container.add_stream(codec, rate=25)
-            stream.height, stream.width = rgb.shape[:2]
-            stream.pix_fmt = "bgr0" if codec == "ffv1" else "yuv420p"
-        for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-            container.mux(packet)
-    assert stream is not None
-    container.mux(stream.encode())
-    container.close()
 
 
 def calibration_text(size: int = IMAGE) -> str:

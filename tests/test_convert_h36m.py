@@ -14,12 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import av
 import h5py
 import numpy as np
 import pytest
 from cdflib import cdfwrite
-from conftest import assert_refused
+from conftest import assert_refused, write_video
 from PIL import Image, ImageDraw
 
 from bench.cli import main
@@ -172,17 +171,6 @@ def draw(uv: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]
     return image, mask
 
 
-def write_video(path: Path, frames: list[np.ndarray]) -> None:
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=50)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.bit_rate = 8_000_000
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-
-
 def write_cdf(path: Path, pose: np.ndarray) -> None:
     """``Pose`` as the release stores it: one record of [N, 32 * dims]."""
     writer = cdfwrite.CDF(str(path), cdf_spec={"Majority": "Row_major"}, delete=True)
@@ -314,7 +302,10 @@ def write_h36m(
                     (folders["Videos"] / f"{name}.mp4").write_bytes(b"corrupt, never read")
                 else:
                     write_video(
-                        folders["Videos"] / f"{name}.mp4", [im for im, _ in drawn[:n_video]]
+                        folders["Videos"] / f"{name}.mp4",
+                        [im for im, _ in drawn[:n_video]],
+                        rate=50,
+                        bit_rate=8_000_000,
                     )
                 if masks:
                     write_masks(folders["MySegmentsMat/ground_truth_bs"] / f"{name}.mat",

@@ -12,10 +12,9 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
-from conftest import assert_refused
+from conftest import assert_refused, write_video
 
 from bench.cli import main
 from bench.data.convert import convert, get_converter
@@ -134,23 +133,6 @@ def chunks(
     return out
 
 
-def write_video(path: Path, frames: Iterable[np.ndarray], codec: str) -> None:
-    """ffv1 (lossless) for pixel checks; mpeg4 (HumanEva's XVID family) for throughput."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    container = av.open(str(path), "w")
-    stream = None
-    for rgb in frames:
-        if stream is None:
-            stream = container.add_stream(codec, rate=60)
-            stream.height, stream.width = rgb.shape[:2]
-            stream.pix_fmt = "bgr0" if codec == "ffv1" else "yuv420p"
-        for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-            container.mux(packet)
-    assert stream is not None
-    container.mux(stream.encode())
-    container.close()
-
-
 def video_frames(
     subject: str, sequence: str, view: int, count: int, width: int, height: int
 ) -> Iterable[np.ndarray]:
@@ -220,7 +202,9 @@ def write_humaneva(
         action, trial = sequence.split(" ")
         for view, cam in enumerate(CAMERAS):
             path = root / subject / "Image_Data" / f"{action}_{trial}_({cam}).avi"
-            write_video(path, video_frames(subject, sequence, view, count, width, height), codec)
+            write_video(
+                path, video_frames(subject, sequence, view, count, width, height), codec, rate=60
+            )
 
 
 def write_humaneva_throughput(
@@ -500,7 +484,7 @@ def test_bad_humaneva_copies_are_one_clear_error_and_nothing_is_written(raw, tmp
     folder = copy("short-video")
     path = folder / "S1" / "Image_Data" / "Jog_1_(C3).avi"
     path.unlink()
-    write_video(path, video_frames("S1", "Jog 1", 2, 300, WIDTH, HEIGHT), "ffv1")
+    write_video(path, video_frames("S1", "Jog 1", 2, 300, WIDTH, HEIGHT), "ffv1", rate=60)
     refused(folder, r"Jog_1_\(C3\)\.avi has 300 frames; Train/S1 'Jog 1 chunk0' needs")
     # the CLI says the same in one line, exit status 2
     assert main(["data", "convert", "humaneva", str(folder), "--out", str(out), "--quiet"]) == 2

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_video
 from PIL import Image
 
 from bench.data.convert import Converter, Item, convert, register
@@ -107,16 +108,8 @@ def test_a_generator_is_read_twice_and_written_in_order(tmp_path, counting_conve
 
 
 def _write_video(path: Path, frames: int, size: tuple[int, int] = (48, 32)) -> None:
-    import av
-
     w, h = size
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for i in range(frames):
-            rgb = np.full((h, w, 3), 10 + 20 * i, np.uint8)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-        container.mux(stream.encode())
+    write_video(path, [np.full((h, w, 3), 10 + 20 * i, np.uint8) for i in range(frames)])
 
 
 def test_video_frames_are_read_in_any_order_and_past_the_end_is_an_error(tmp_path):

@@ -11,11 +11,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import scipy.io
-from conftest import assert_refused
+from conftest import assert_refused, write_video
 
 import bench.data.convert.surreal as surreal
 from bench.cli import main
@@ -125,14 +124,7 @@ def project(points: np.ndarray, k: np.ndarray = K) -> np.ndarray:
     return uvw[..., :2] / uvw[..., 2:]
 
 
-def write_video(path: Path, frames: list[np.ndarray]) -> None:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=30)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt, stream.bit_rate = "yuv420p", 2_000_000
-        for rgb in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-        container.mux(stream.encode())
+VIDEO = {"rate": 30, "bit_rate": 2_000_000}  # SURREAL's mp4s are 30 fps
 
 
 def cells(values: list[str]) -> np.ndarray:
@@ -187,7 +179,7 @@ def write_clip(root: Path, clip: Clip, frames: int = FRAMES) -> dict[tuple[int, 
         images.append(image)
         labels.append(label)
     base = folder / clip.name
-    write_video(base.with_suffix(".mp4"), images[: frames - clip.video_short])
+    write_video(base.with_suffix(".mp4"), images[: frames - clip.video_short], **VIDEO)
     scipy.io.savemat(
         f"{base}_info.mat",
         {
@@ -491,7 +483,7 @@ def test_bad_surreal_copies_are_one_clear_error_and_nothing_is_written(raw, tmp_
     refused(folder, r"02_03_c0002_segm\.mat is not a readable MATLAB file")
     folder = copy("small-video")  # frames of another size: the fixed K would not fit them
     video = folder / "data/cmu/train/run0/01_01/01_01_c0001.mp4"
-    write_video(video, [np.zeros((120, 160, 3), np.uint8)] * FRAMES)
+    write_video(video, [np.zeros((120, 160, 3), np.uint8)] * FRAMES, **VIDEO)
     refused(folder, r"01_01_c0001\.mp4 has 160 x 120 frames; SURREAL's are 320 x 240")
     folder = copy("not-cmu")
     (folder / "data/cmu/val/run0/02_03").rename(folder / "data/cmu/val/run0/walk")
