@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_refused
+from conftest import SMPL24_BODY, assert_refused
 from PIL import Image
 
 from bench.cli import main
@@ -31,37 +31,7 @@ SEQUENCES = {
 }
 FRAMES = 4
 ACTORS = 2
-# SMPL-24 (bench/data/joints.py SMPL24) in metres around the pelvis, in the camera's axes
-# (x right, y down, z away): the subject faces the camera, so its left is on the image's
-# right (+x). Asymmetric: the right arm is raised above the head, the left hangs down.
-BODY = np.array(
-    [
-        [0.00, 0.00, 0.00],  # 0 pelvis
-        [0.09, 0.08, 0.01],  # 1 l_hip
-        [-0.09, 0.08, 0.02],  # 2 r_hip
-        [0.00, -0.10, 0.03],  # 3 spine1
-        [0.10, 0.45, 0.04],  # 4 l_knee
-        [-0.10, 0.45, -0.05],  # 5 r_knee
-        [0.00, -0.22, 0.00],  # 6 spine2
-        [0.10, 0.85, 0.06],  # 7 l_ankle
-        [-0.10, 0.85, -0.01],  # 8 r_ankle
-        [0.00, -0.28, 0.02],  # 9 spine3
-        [0.12, 0.90, -0.10],  # 10 l_foot
-        [-0.12, 0.90, -0.12],  # 11 r_foot
-        [0.00, -0.50, 0.03],  # 12 neck
-        [0.07, -0.45, 0.00],  # 13 l_collar
-        [-0.07, -0.45, 0.01],  # 14 r_collar
-        [0.00, -0.62, -0.02],  # 15 head (centre)
-        [0.18, -0.45, 0.02],  # 16 l_shoulder
-        [-0.18, -0.45, 0.03],  # 17 r_shoulder
-        [0.22, -0.20, 0.05],  # 18 l_elbow
-        [-0.35, -0.55, -0.04],  # 19 r_elbow
-        [0.24, 0.02, -0.06],  # 20 l_wrist
-        [-0.40, -0.80, -0.08],  # 21 r_wrist
-        [0.25, 0.10, -0.07],  # 22 l_hand
-        [-0.42, -0.88, -0.09],  # 23 r_hand
-    ]
-)
+BODY = SMPL24_BODY
 R_WRIST = 21  # a bright square is drawn there in every frame
 INVALID = {0: 2, 1: 0}  # actor -> the frame whose camera pose is not valid for it
 OUTSIDE = ("downtown_walkUphill_00", 1, 3)  # its left wrist and hand leave the image

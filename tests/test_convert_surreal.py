@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-from conftest import assert_refused, write_video
+from conftest import SMPL24_BODY, assert_refused, write_video
 
 import bench.data.convert.surreal as surreal
 from bench.cli import main
@@ -29,37 +29,7 @@ K = np.array([[600.0, 0.0, 160.0], [0.0, 600.0, 120.0], [0.0, 0.0, 1.0]])
 R = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])  # det -1
 SMPL = get_joint_set("smpl24")
 FLIP = SMPL.flip_permutation()
-# SMPL-24 in metres around the pelvis, anatomically labelled in the camera's axes (x right,
-# y down, z away) for a body facing the camera: its left on the image's right (+x), the
-# toes towards the camera. Asymmetric: the right arm raised above the head.
-BODY = np.array(
-    [
-        [0.00, 0.00, 0.00],  # 0 pelvis
-        [0.09, 0.08, 0.01],  # 1 l_hip
-        [-0.09, 0.08, 0.02],  # 2 r_hip
-        [0.00, -0.10, 0.03],  # 3 spine1
-        [0.10, 0.45, 0.04],  # 4 l_knee
-        [-0.10, 0.45, -0.05],  # 5 r_knee
-        [0.00, -0.22, 0.00],  # 6 spine2
-        [0.10, 0.85, 0.06],  # 7 l_ankle
-        [-0.10, 0.85, -0.01],  # 8 r_ankle
-        [0.00, -0.28, 0.02],  # 9 spine3
-        [0.12, 0.90, -0.10],  # 10 l_foot
-        [-0.12, 0.90, -0.12],  # 11 r_foot
-        [0.00, -0.50, 0.03],  # 12 neck
-        [0.07, -0.45, 0.00],  # 13 l_collar
-        [-0.07, -0.45, 0.01],  # 14 r_collar
-        [0.00, -0.62, -0.02],  # 15 head (centre)
-        [0.18, -0.45, 0.02],  # 16 l_shoulder
-        [-0.18, -0.45, 0.03],  # 17 r_shoulder
-        [0.22, -0.20, 0.05],  # 18 l_elbow
-        [-0.35, -0.55, -0.04],  # 19 r_elbow
-        [0.24, 0.02, -0.06],  # 20 l_wrist
-        [-0.40, -0.80, -0.08],  # 21 r_wrist
-        [0.25, 0.10, -0.07],  # 22 l_hand
-        [-0.42, -0.88, -0.09],  # 23 r_hand
-    ]
-)
+BODY = SMPL24_BODY  # anatomically labelled, facing the camera (see conftest.py)
 R_WRIST = 21  # a bright square marks the anatomical right wrist in every frame
 TURN = np.diag([-1.0, 1.0, -1.0])  # 180 degrees about the vertical: facing away
 PERSON, MARKER = 150, 255  # grey levels of the body's box and of the wrist marker
