@@ -20,6 +20,13 @@ from bench.errors import DabenchError
 MARGIN = 1.25
 
 
+def in_image(uv: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Whether pixels ``uv [..., 2]`` fall inside a ``width`` × ``height`` image, whose
+    continuous extent is ``[-0.5, W - 0.5) × [-0.5, H - 0.5)`` with centres at integers."""
+    with np.errstate(invalid="ignore"):  # NaN joints are outside
+        return (uv >= -0.5).all(axis=-1) & (uv[..., 0] < width - 0.5) & (uv[..., 1] < height - 0.5)
+
+
 @dataclass(frozen=True)
 class SquareCrop:
     """An integer square ``x0, y0, side`` (source pixels) resized to ``size``."""

@@ -62,6 +62,7 @@ import numpy as np
 from bench.data.convert.base import Item, MasksIfPresent, register
 from bench.data.convert.raw import RawFiles
 from bench.data.convert.video import frame_count
+from bench.data.geometry import project
 from bench.errors import DabenchError
 
 JOINTS = 32
@@ -368,7 +369,7 @@ def _recording_items(
             yield Item(
                 image=video,
                 image_frame=f,
-                kp2d=_pinhole(kp3d[f], k),
+                kp2d=project(kp3d[f], k),
                 vis=np.ones(JOINTS, bool),
                 kp3d=kp3d[f],
                 K=k,
@@ -409,11 +410,6 @@ def _read_pose(raw: RawFiles, card: str, rel: str, dims: int, what: str) -> np.n
     return pose.reshape(len(pose), JOINTS, dims)
 
 
-def _pinhole(kp3d: np.ndarray, k: np.ndarray) -> np.ndarray:
-    uvw = kp3d @ k.T
-    return uvw[..., :2] / uvw[..., 2:]
-
-
 def _distorted(kp3d: np.ndarray, cam: Camera) -> np.ndarray:
     """Human3.6M's radial-tangential projection (its ProjectPointRadial, as ported by
     Martinez et al.'s cameras.py)."""
@@ -438,7 +434,7 @@ def _check_projection(
         )
     errors = [
         float(np.median(np.linalg.norm(model - d2, axis=-1)))
-        for model in (_pinhole(d3, cam.K), _distorted(d3, cam))
+        for model in (project(d3, cam.K), _distorted(d3, cam))
     ]
     if min(errors) > PROJECTION_TOLERANCE_PX:
         raise DabenchError(

@@ -39,6 +39,7 @@ import numpy as np
 
 from bench.data.convert.base import Converter, Item, register
 from bench.data.convert.raw import RawFiles
+from bench.data.geometry import project
 from bench.errors import DabenchError
 
 ANNOTATION = "annotation.json"
@@ -110,8 +111,7 @@ class Hand3DStudio(Converter):
         for i in members:
             name, kp2d_file, xyz, k = _arrays(raw, entries[i], i)
             kp3d = xyz * scale
-            uvw = kp3d @ k.T
-            kp2d = uvw[:, :2] / uvw[:, 2:]
+            kp2d = project(kp3d, k)
             off = np.abs(kp2d - kp2d_file).max()
             if not off <= self.kp2d_tolerance_px:
                 raise DabenchError(

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from bench.data.convert.base import Converter, Item, register
+from bench.data.convert.crop import in_image
 from bench.data.convert.raw import RawFiles
 from bench.data.convert.video import frame_count
 from bench.errors import DabenchError
@@ -317,8 +318,7 @@ def _sequence_items(
                     "expected the full original video"
                 )
             z = kp3d[..., 2]
-            inside = (kp2d >= -0.5).all(axis=-1) & (kp2d[..., 0] < width - 0.5)
-            vis = inside & (kp2d[..., 1] < height - 0.5) & (z > 0)
+            vis = in_image(kp2d, width, height) & (z > 0)
             for i in range(length):
                 if not vis[i].any():
                     continue  # wholly outside the image: nothing to crop around

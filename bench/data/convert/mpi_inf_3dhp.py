@@ -47,8 +47,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bench.data.convert.base import Converter, Item, register
+from bench.data.convert.crop import in_image
 from bench.data.convert.raw import RawFiles
 from bench.data.convert.video import frame_count, read_frame
+from bench.data.geometry import project as pinhole
 from bench.data.joints import get_mapping
 from bench.errors import DabenchError
 
@@ -373,10 +375,10 @@ def _item(
 
 
 def project(xyz: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """``[..., 3]`` camera-frame points → ``[..., 2]`` pixels through ``k`` (pinhole)."""
-    uvw = xyz @ k.T
+    """``[..., 3]`` camera-frame points → ``[..., 2]`` pixels through ``k`` (pinhole); the
+    test set's unannotated joints are NaN."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return uvw[..., :2] / uvw[..., 2:]
+        return pinhole(xyz, k)
 
 
 def _visible(kp3d: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
@@ -384,12 +386,7 @@ def _visible(kp3d: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
     camera and inside the image."""
     uv = project(kp3d, camera.K)
     with np.errstate(invalid="ignore"):
-        vis = (
-            (kp3d[..., 2] > 0)
-            & (uv >= -0.5).all(axis=-1)
-            & (uv[..., 0] < camera.width - 0.5)
-            & (uv[..., 1] < camera.height - 0.5)
-        )
+        vis = (kp3d[..., 2] > 0) & in_image(uv, camera.width, camera.height)
     return uv, vis
 
 

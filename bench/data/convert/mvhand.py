@@ -80,7 +80,9 @@ from typing import Any
 import numpy as np
 
 from bench.data.convert.base import Item, MasksIfPresent, register
+from bench.data.convert.crop import in_image
 from bench.data.convert.raw import RawFiles
+from bench.data.geometry import project
 from bench.errors import DabenchError
 
 JOINTS = 21
@@ -429,13 +431,10 @@ def _read_recording(raw: RawFiles, rec: str, subject: int, stride: int) -> Recor
         size = _image_size(raw, rgb_name(rec, 0, v))
         fx, fy, cx, cy = INTRINSICS[size][serial]
         k = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
-        uvw = xyz @ k.T
-        uv = uvw[..., :2] / np.where(np.abs(uvw[..., 2:]) > 1e-9, uvw[..., 2:], 1e-9)
+        with np.errstate(divide="ignore", invalid="ignore"):  # joints on the camera plane
+            uv = project(xyz, k)
         width, height = size
-        inside = (
-            (uv >= -0.5).all(axis=-1) & (uv[..., 0] < width - 0.5) & (uv[..., 1] < height - 0.5)
-        )
-        seen = inside & (xyz[..., 2] > 0)
+        seen = in_image(uv, width, height) & (xyz[..., 2] > 0)
         counted = (seen[::stride].sum(axis=-1) >= MIN_VISIBLE).mean()
         if counted < MIN_SEEN:
             raise DabenchError(

@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from bench.data.convert.base import Converter, Item, register
-from bench.data.convert.crop import square_around
+from bench.data.convert.crop import in_image, square_around
 from bench.data.convert.raw import RawFiles, decode_image, read_file
 from bench.errors import DabenchError
 
@@ -474,8 +474,7 @@ def _item(
     z = kp3d[:, 2]
     uvw = kp3d @ cam.k.T
     kp2d = uvw[:, :2] / np.where(np.abs(uvw[:, 2:]) > 1e-9, uvw[:, 2:], 1e-9)
-    inside = (kp2d >= -0.5).all(axis=1) & (kp2d[:, 0] < cam.width - 0.5)
-    vis = labelled & (z > 0) & inside & (kp2d[:, 1] < cam.height - 0.5)
+    vis = labelled & (z > 0) & in_image(kp2d, cam.width, cam.height)
     if vis.sum() < MIN_VISIBLE:
         return None
     image = f"{seq}/hdImgs/{cam.name}/{cam.name}_{frame:08d}.jpg"

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from bench.data.convert.base import Converter, Item, register
+from bench.data.convert.crop import in_image
 from bench.data.convert.raw import RawFiles
 from bench.errors import DabenchError
 
@@ -155,8 +156,7 @@ def _sequence_items(raw: RawFiles, rel: str, seq: dict[str, Any]) -> list[Item]:
         kp3d = seq["joints"][actor, frame] * M_TO_MM @ r[frame].T + t[frame]
         z = kp3d[:, 2:3]
         kp2d = (kp3d @ k.T)[:, :2] / z
-        inside = (kp2d >= -0.5).all(axis=1) & (kp2d[:, 0] < width - 0.5)
-        vis = inside & (kp2d[:, 1] < height - 0.5) & (z[:, 0] > 0)
+        vis = in_image(kp2d, width, height) & (z[:, 0] > 0)
         if not vis.any():
             continue  # wholly outside the image: nothing to crop around
         out.append(

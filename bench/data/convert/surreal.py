@@ -43,6 +43,7 @@ import numpy as np
 from bench.data.convert.base import Converter, Item, register
 from bench.data.convert.raw import RawFiles
 from bench.data.convert.video import frame_count
+from bench.data.geometry import project
 from bench.data.joints import get_joint_set
 from bench.errors import DabenchError
 
@@ -155,7 +156,7 @@ class Surreal(Converter):
             yield Item(
                 image=f"{rel}.mp4",
                 image_frame=frame,
-                kp2d=_project(points),
+                kp2d=project(points, K),
                 vis=np.ones(JOINTS, bool),
                 kp3d=points,
                 K=K,
@@ -235,11 +236,6 @@ def _read_info(raw: RawFiles, rel: str) -> tuple[np.ndarray, np.ndarray, np.ndar
     return joints3d.transpose(2, 1, 0), joints2d.transpose(2, 1, 0), cam_loc.reshape(3)
 
 
-def _project(kp3d: np.ndarray) -> np.ndarray:
-    uvw = kp3d @ K.T
-    return uvw[..., :2] / uvw[..., 2:]
-
-
 def _check_projection(
     where: Path, kp3d: np.ndarray, joints2d: np.ndarray, frames: np.ndarray
 ) -> None:
@@ -253,7 +249,7 @@ def _check_projection(
             f"surreal: {where}: joints3D lie behind the camera built from camLoc; expected "
             "SURREAL's camera (R = [[0, 0, -1], [0, 1, 0], [-1, 0, 0]], t = -R camLoc)"
         )
-    gap = np.abs(_project(kp3d[frames]) - joints2d[frames]).max(axis=(1, 2))
+    gap = np.abs(project(kp3d[frames], K) - joints2d[frames]).max(axis=(1, 2))
     worst = int(np.argmax(gap))
     if gap[worst] > 0.5 + TOLERANCE_PX:
         frame = int(np.flatnonzero(frames)[worst])
