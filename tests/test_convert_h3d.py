@@ -98,19 +98,11 @@ def write_h3d(root: Path, n: int = 24, unit: str = "m", size: int = 64) -> list[
 
 
 def tllib_test_names(root: Path) -> set[str]:
-    """tllib's Hand3DStudio.__init__, task 'noobject', split 'test', verbatim (the global
-    generator's state restored afterwards)."""
+    """tllib's Hand3DStudio.__init__, task 'noobject', split 'test': the kept entries in file
+    order, shuffled by the seeded global generator (restored afterwards), the first 20 %."""
     with open(root / "annotation.json") as f:
         samples = list(json.load(f))
-    samples = [sample for sample in samples if int(sample["without_object"]) == 1]
-    state = random.getstate()
-    try:
-        random.seed(42)
-        random.shuffle(samples)
-    finally:
-        random.setstate(state)
-    samples_split = min(int(len(samples) * 0.2), 3200)
-    return {s["name"] for s in samples[:samples_split]}
+    return tllib_test_names_of([s["name"] for s in samples if int(s["without_object"]) == 1])
 
 
 @pytest.fixture(scope="module")
