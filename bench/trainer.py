@@ -78,6 +78,10 @@ def _latest(state: _RunState) -> dict[str, Any]:
     return out
 
 
+# How torch words its refusal of a non-deterministic op when determinism is on.
+NO_DETERMINISTIC_KERNEL = " does not have a deterministic implementation"
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Python, numpy and torch (CPU and CUDA) from one seed."""
     random.seed(seed)
@@ -395,6 +399,23 @@ class Trainer:
         """Train the stages in order. With ``resume`` and a checkpoint of the same run in
         ``workdir`` (a retried trial), training continues from it exactly: weights,
         optimisers, samplers and random generators are restored."""
+        try:
+            return self._fit()
+        except RuntimeError as exc:
+            # torch refuses, under use_deterministic_algorithms, an op with no deterministic
+            # kernel on this device (grid_sample's backward on CUDA, say): a property of the
+            # method and the device, so a configuration error that retrying cannot mend.
+            op, found, _ = str(exc).partition(NO_DETERMINISTIC_KERNEL)
+            if not (self.config.deterministic and found):
+                raise
+            raise DabenchError(
+                f"train.deterministic is true, but method {self.method.name!r} runs "
+                f"{op.strip()!r}, which has no deterministic kernel on {self.device.type}; "
+                "set train.deterministic: false for it (the seed still fixes initialisation "
+                "and data order)"
+            ) from exc
+
+    def _fit(self) -> TrainResult:
         cfg = self.config
         state = _RunState()
         restored = self._read_checkpoint() if self.resume else None

@@ -17,6 +17,7 @@ from bench.data.joints import get_joint_set
 from bench.data.pairs import pair_shards
 from bench.data.synthetic.build import synthesize
 from bench.data.views import check_views
+from bench.errors import DabenchError
 from bench.methods.base import build_method
 from bench.methods.cards import list_method_cards, resolve_method
 from bench.methods.spec import Steps
@@ -233,3 +234,32 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(entry, pair, tm
             got = {k: theirs.metrics[split]["overall"][k] for k in expected}
             assert got == pytest.approx(expected, rel=1e-4, abs=1e-4), (entry, split)
     assert [e["step"] for e in again.losses] == [e["step"] for e in result.losses]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("entry", [card.name for card in list_method_cards()])
+def test_deterministic_cuda_runs_repeat_bit_for_bit(entry, pair, tmp_path):
+    """``train.deterministic`` on a GPU: the same trial twice in one process (as a reused
+    Ray worker runs them) ends with the same weights bit for bit — or, where the method
+    runs an op with no deterministic CUDA kernel, stops with the one error that names it
+    (the skip reason lists those methods in the device check's log)."""
+
+    def run(workdir):
+        _, method = build(entry, pair)
+        settings = config(device="cuda", deterministic=True)
+        result = Trainer(method, pair, settings, seed=3, workdir=workdir, progress=False).fit()
+        assert result.status == "ok" and result.device.startswith("cuda")
+        return _weights(method)
+
+    try:
+        try:
+            first = run(tmp_path / "first")
+        except DabenchError as exc:
+            assert "train.deterministic: false" in str(exc)
+            pytest.skip(f"not deterministic on CUDA: {exc}")
+        second = run(tmp_path / "second")
+    finally:
+        torch.use_deterministic_algorithms(False)
+    differ = [k for k in first if not torch.equal(first[k], second[k])]
+    assert not differ, f"{entry}: {len(differ)} tensors differ, first {differ[:3]}"

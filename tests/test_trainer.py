@@ -17,7 +17,7 @@ from bench.methods.cards import resolve_method
 from bench.methods.spec import Optim, Schedule
 from bench.models.pose_net import ModelConfig
 from bench.optim import build_optimizer, decays, layer_scales, lr_factor, warmup_cosine
-from bench.trainer import CHECKPOINT, StepContext, Trainer, seed_everything
+from bench.trainer import CHECKPOINT, StageUpdater, StepContext, Trainer, seed_everything
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +124,41 @@ def test_bf16_autocast_trains_on_the_cpu(pair, tmp_path):
     assert result.status == "ok"
     assert all(math.isfinite(e["pose"]) for e in result.losses)
     assert result.evaluations[-1].metrics["target_test"]["overall"]["mpjpe"] > 0
+
+
+def test_an_op_without_a_deterministic_kernel_is_one_configuration_error(
+    pair, tmp_path, monkeypatch
+):
+    """Under train.deterministic an op torch cannot run deterministically on the device
+    (put_ on the CPU stands in for grid_sample's backward on CUDA) stops the trial with one
+    DabenchError — not retried — that names the op, the method and the setting; other
+    runtime errors pass through unchanged."""
+    real = StageUpdater.step
+
+    def step_with_put(self, batch, ctx):
+        torch.zeros(4).put_(torch.tensor([0, 0]), torch.ones(2), accumulate=False)
+        return real(self, batch, ctx)
+
+    monkeypatch.setattr(StageUpdater, "step", step_with_put)
+    try:
+        with pytest.raises(DabenchError) as refused:
+            trainer(pair, tmp_path / "on", deterministic=True).fit()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    message = str(refused.value)
+    assert "'put_'" in message and "'source-only'" in message and "cpu" in message
+    assert "train.deterministic: false" in message
+    assert trainer(pair, tmp_path / "off", deterministic=False).fit().status == "ok"
+
+    def crash(self, batch, ctx):
+        raise RuntimeError("node lost")
+
+    monkeypatch.setattr(StageUpdater, "step", crash)
+    try:
+        with pytest.raises(RuntimeError, match="node lost"):
+            trainer(pair, tmp_path / "crash", deterministic=True).fit()
+    finally:
+        torch.use_deterministic_algorithms(False)
 
 
 def test_fp16_needs_cuda_and_bad_settings_are_named(pair, tmp_path):
