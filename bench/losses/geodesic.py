@@ -59,7 +59,6 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
-import skfmm
 from scipy import ndimage
 from tqdm.auto import tqdm
 
@@ -198,6 +197,10 @@ def _weights(fg: np.ndarray, a: float, b: float, c: float, d: float, e: float) -
 
 
 def _geodesic(fg: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
+    # Imported here, as the converters import their video and CDF readers: scikit-fmm ships
+    # no wheel for some Pythons (3.12 on the lent GPU machines), and only MaS needs it.
+    import skfmm
+
     phi = np.ones(fg.shape)
     phi[seed] = 0.0  # an exact zero makes the seed itself the front: distance 0 there
     marched = skfmm.distance(np.ma.MaskedArray(phi, mask=~fg), dx=1.0, order=2)
