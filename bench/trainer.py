@@ -180,6 +180,7 @@ class StageUpdater:
     ) -> None:
         self.method, self.stage, self.config, self.steps = method, stage, config, steps
         self.scaler = scaler or torch.amp.GradScaler("cuda", enabled=False)
+        self._scaled_steps = False  # a scaler step awaits its update this iteration
         self.autocast = autocast
         self.declared = method.spec.losses(method.hparams, stage.name)
         self.owner = stage.loss_owner(self.declared)
@@ -239,7 +240,9 @@ class StageUpdater:
                         )
             for name in names:
                 self.optimizer_step(name, ctx)
-        self.scaler.update()
+        if self._scaled_steps:  # once per iteration, after every optimiser stepped
+            self.scaler.update()
+            self._scaled_steps = False
         return losses
 
     def backward(self, loss: torch.Tensor, optimizer: str) -> None:
@@ -254,10 +257,21 @@ class StageUpdater:
         opt = self.optimizers[name]
         spec = self.stage.optimizers[name]
         clip = spec.grad_clip if spec.grad_clip is not None else self.config.grad_clip
-        if clip > 0:
-            self.scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(self.params[name], clip)
-        self.scaler.step(opt)
+        # An optimiser no loss reached this iteration does not step (its parameters have no
+        # gradient, so torch's optimisers would skip them anyway): fp16's loss scaler
+        # refuses a step it recorded no gradients for.
+        if any(p.grad is not None for p in self.params[name]):
+            if clip > 0:
+                self.scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(self.params[name], clip)
+            self.scaler.step(opt)
+            if self.stage.manual:
+                # The method's next backward may reach this optimiser again in the same
+                # iteration (Alg. 1's two updates of one encoder): the scaler must be
+                # updated between, or it refuses a second step.
+                self.scaler.update()
+            else:
+                self._scaled_steps = True
         opt.zero_grad(set_to_none=True)
         self.method.after_optimizer_step(self.stage.name, name, ctx)
 

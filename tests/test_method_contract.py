@@ -157,13 +157,7 @@ def test_builds_checks_steps_and_predicts(entry, pair, tmp_path):
             artifacts[stage.name] = tmp_path / stage.name
             continue
         update = StageUpdater(method, stage, config(), steps=2)
-        streams = {
-            role: view.stream(pair, stage.batch_sizes.get(role, 4), seed=k, artifacts=artifacts)
-            for role, view in stage.views.items()
-        }
-        batch = {
-            role: {f: v for f, v in next(s).items() if f != "index"} for role, s in streams.items()
-        }
+        batch = _first_batch(stage, pair, k, artifacts)
         before = [p.detach().clone() for p in method.parameters() if p.requires_grad]
         losses = update.step(batch, StepContext(update, 0, 0.0))
         declared = resolved.spec.losses(resolved.hparams, stage.name)
@@ -183,6 +177,44 @@ def test_builds_checks_steps_and_predicts(entry, pair, tmp_path):
     assert pred.kp2d.shape == (3, k, 2) and pred.rel_depth.shape == (3, k)
     others = [name for name, _ in method.named_children() if name not in method.predictor_parts]
     assert_predicts_with_the_pose_net_only(method, images, others)
+
+
+def _first_batch(stage, pair, k: int, artifacts) -> dict[str, dict[str, torch.Tensor]]:
+    streams = {
+        role: view.stream(pair, stage.batch_sizes.get(role, 4), seed=k, artifacts=artifacts)
+        for role, view in stage.views.items()
+    }
+    return {role: {f: v for f, v in next(s).items() if f != "index"} for role, s in streams.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", RESUME_CASES)
+def test_loss_scaling_changes_no_update(entry, pair, tmp_path):
+    """fp16 on a GPU scales every loss (GradScaler): with a power-of-two scale the updates
+    must equal unscaled ones in every stage of every plan — several optimisers stepped
+    once each, and manual stages that step one optimiser twice in an iteration (Alg. 1)
+    or one that no loss reached. The scaler works on the CPU too, so this runs here."""
+
+    def one_step_per_stage(scaler, workdir):
+        _, method = build(entry, pair)
+        artifacts = {}
+        for k, stage in enumerate(method.stages()):
+            method.on_stage_start(stage, StageContext(artifacts))
+            method.train()
+            if stage.length != Steps(0):
+                update = StageUpdater(method, stage, config(), steps=2, scaler=scaler)
+                update.step(_first_batch(stage, pair, k, artifacts), StepContext(update, 0, 0.0))
+            if stage.length == Steps(0) or not stage.evaluate:
+                (workdir / stage.name).mkdir(parents=True)
+                method.export_artifact(stage.name, workdir / stage.name, pair)
+                artifacts[stage.name] = workdir / stage.name
+        return _weights(method)
+
+    plain = one_step_per_stage(None, tmp_path / "plain")
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    scaled = one_step_per_stage(scaler, tmp_path / "scaled")
+    assert scaler.get_scale() == 2.0**12  # no step was skipped for an overflow
+    _assert_same(plain, scaled, entry)
 
 
 def _weights(method) -> dict[str, torch.Tensor]:
@@ -234,6 +266,38 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(entry, pair, tm
             got = {k: theirs.metrics[split]["overall"][k] for k in expected}
             assert got == pytest.approx(expected, rel=1e-4, abs=1e-4), (entry, split)
     assert [e["step"] for e in again.losses] == [e["step"] for e in result.losses]
+
+
+def _trains_under_autocast(entry: str, pair, workdir, device: str, amp: str) -> None:
+    _, method = build(entry, pair)
+    dtypes = {name: value.dtype for name, value in method.state_dict().items()}
+    settings = config(amp=amp, device=device)
+    result = Trainer(method, pair, settings, seed=3, workdir=workdir, progress=False).fit()
+    # "ok", not "diverged": every logged loss was finite
+    assert result.status == "ok" and result.device.startswith(device), entry
+    for name, value in method.state_dict().items():  # autocast casts activations only
+        assert dtypes.get(name, value.dtype) == value.dtype, (entry, name, value.dtype)
+        assert torch.isfinite(value).all() or not value.is_floating_point(), (entry, name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", RESUME_CASES)
+def test_every_plan_trains_under_bf16_autocast(entry, pair, tmp_path):
+    """The paper configurations run in bf16 on GPUs: every stage of every distinct plan
+    takes its steps under autocast (mixed dtypes reaching an op that refuses them — a
+    half-precision artifact concatenated with bf16 activations, say — fail here on the
+    CPU), losses stay finite and the weights stay float32."""
+    _trains_under_autocast(entry, pair, tmp_path, "cpu", "bf16")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+@pytest.mark.parametrize("entry", [card.name for card in list_method_cards()])
+def test_every_method_trains_under_autocast_on_cuda(entry, amp, pair, tmp_path):
+    """CUDA's autocast casts other ops than the CPU's, and fp16 (loss-scaled) can
+    overflow where bf16 cannot: each method once on the GPU in each."""
+    _trains_under_autocast(entry, pair, tmp_path, "cuda", amp)
 
 
 @pytest.mark.gpu

@@ -339,6 +339,42 @@ def test_declared_losses_are_checked_every_step(pair):
         update.step(batch, StepContext(update))
 
 
+def test_loss_scaling_with_two_optimisers_and_one_no_loss_reached(pair, tmp_path):
+    """fp16's GradScaler in a stage of two optimisers: with a power-of-two scale the scaled
+    updates equal unscaled ones; an optimiser whose losses carry no gradient this iteration
+    is not stepped (the scaler would refuse it), and its after-step hook still runs."""
+
+    def finetune_step(scaler, constant_consistency: bool):
+        method = toy()
+        config = TrainConfig(steps=2, batch_size=8, eval_every=2, warmup_steps=0)
+        trainer = Trainer(method, pair, config, seed=0, workdir=tmp_path, progress=False)
+        stage = trainer.stages[1]
+        method.on_stage_start(stage, StageContext({}))
+        trainer.streams = trainer.open_streams(stage)
+        if constant_consistency:
+            real = method.training_step
+            method.training_step = lambda *a: real(*a) | {"consistency": torch.zeros(())}
+        update = StageUpdater(method, stage, config, steps=2, scaler=scaler)
+        before = {k: v.detach().clone() for k, v in method.named_parameters()}
+        for _ in range(2):  # the scaler must be ready again for the second iteration
+            update.step(trainer.next_batch(), StepContext(update))
+        return method, before
+
+    plain, _ = finetune_step(None, False)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    scaled, _ = finetune_step(scaler, False)
+    for name, value in plain.state_dict().items():
+        torch.testing.assert_close(scaled.state_dict()[name], value, rtol=1e-5, atol=1e-7)
+    method, before = finetune_step(scaler, True)
+    assert method.updates == [("finetune", "head"), ("finetune", "rest")] * 2
+    after = dict(method.named_parameters())
+    head = [k for k in after if k.startswith("net.head.")]
+    assert head and any(not torch.equal(after[k], before[k]) for k in head)
+    rest = [k for k in after if k.startswith("net.backbone.")]
+    assert rest and all(torch.equal(after[k], before[k]) for k in rest)
+    assert scaler.get_scale() == 2.0**12
+
+
 # -- a stage that only exports an artifact ---------------------------------------------------
 
 

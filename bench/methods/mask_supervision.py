@@ -134,7 +134,9 @@ class MaskAsSupervision(Method):
         )
         weights = None
         if hp.uses_geodesic(k):
-            weights = torch.cat([_flat(part, "weights") for part in parts]).float()
+            # float32 before the cat: the artifact stores half precision, and autocast
+            # refuses to concatenate float16 with its own bf16
+            weights = torch.cat([_flat(part, "weights").float() for part in parts])
             if hp.geodesic_norm == "mean":
                 weights = weights / weights.mean(dim=(-2, -1), keepdim=True)
         clip = hp.skel_clip or None
