@@ -98,6 +98,27 @@ MUTANTS = (
         "loss = self.perceptual(pred, _unit_images(base))",
         ("tests/test_geometric.py::driving_frame",),
     ),
+    Mutant(
+        "amp-scaler-not-updated-between-manual-steps",  # fp16 refuses Alg. 1's second step
+        "bench/trainer.py",
+        "            if self.stage.manual:\n                # The method's next backward",
+        "            if False:\n                # The method's next backward",
+        ("tests/test_method_contract.py::loss_scaling and ar-alternate",),
+    ),
+    Mutant(
+        "amp-scaler-steps-an-optimiser-no-loss-reached",
+        "bench/trainer.py",
+        "        if any(p.grad is not None for p in self.params[name]):",
+        "        if True:",
+        ("tests/test_stages.py::loss_scaling",),
+    ),
+    Mutant(
+        "mas-half-precision-weights-meet-bf16",  # one cat of float16 and autocast's bf16
+        "bench/methods/mask_supervision.py",
+        'weights = torch.cat([_flat(part, "weights").float() for part in parts])',
+        'weights = torch.cat([_flat(part, "weights") for part in parts]).float()',
+        ("tests/test_method_contract.py::bf16_autocast and mask-as-supervision",),
+    ),
 )
 
 
