@@ -341,7 +341,7 @@ def test_each_pseudo_label_term_reaches_the_student():
         method.on_stage_start(_stage(method, "finetune"), StageContext({}))
         method.train()
         loss = method._pseudo(method._outputs(method.net, images), images, intrinsics, _Ctx())
-        assert float(loss) > 0, schedule
+        assert float(loss.detach()) > 0, schedule
         loss.backward()
         assert float(method.net.head.net.final.weight.grad.abs().sum()) > 0, schedule
 

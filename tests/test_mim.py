@@ -90,7 +90,7 @@ def test_attention_regularisation_starts_at_zero_and_trains_only_the_encoder():
         for p in method.net.backbone.model.blocks[0].attn.qkv.parameters():
             p.add_(0.05 * torch.randn_like(p))
     loss = method._attention_loss(target)
-    assert float(loss) > 0
+    assert float(loss.detach()) > 0
     loss.backward()
     assert all(p.grad is None for p in method.attention_net.parameters())
     grads = [p.grad for p in method.net.backbone.model.blocks[0].attn.qkv.parameters()]
