@@ -219,7 +219,9 @@ def test_the_finetuning_step_regularises_attention_on_the_target_batch():
     on_source = float(method._attention_loss(source).detach())
     assert float(losses["attn"].detach()) == pytest.approx(on_target, rel=1e-5)
     assert on_target != pytest.approx(on_source, rel=1e-3)
-    assert float(losses["pose"].detach()) == pytest.approx(float(method._pose_loss(source).detach()))
+    assert float(losses["pose"].detach()) == pytest.approx(
+        float(method._pose_loss(source).detach())
+    )
 
 
 def test_pretraining_reconstructs_source_and_target_images():
