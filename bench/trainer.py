@@ -180,7 +180,6 @@ class StageUpdater:
     ) -> None:
         self.method, self.stage, self.config, self.steps = method, stage, config, steps
         self.scaler = scaler or torch.amp.GradScaler("cuda", enabled=False)
-        self._scaled_steps = False  # a scaler step awaits its update this iteration
         self.autocast = autocast
         self.declared = method.spec.losses(method.hparams, stage.name)
         self.owner = stage.loss_owner(self.declared)
@@ -238,11 +237,9 @@ class StageUpdater:
                         self.scaler.scale(total).backward(
                             inputs=self.params[name], retain_graph=k < len(names) - 1
                         )
-            for name in names:
-                self.optimizer_step(name, ctx)
-        if self._scaled_steps:  # once per iteration, after every optimiser stepped
-            self.scaler.update()
-            self._scaled_steps = False
+            stepped = [self.optimizer_step(name, ctx) for name in names]
+            if any(stepped):  # once per iteration, after every optimiser stepped
+                self.scaler.update()
         return losses
 
     def backward(self, loss: torch.Tensor, optimizer: str) -> None:
@@ -253,14 +250,16 @@ class StageUpdater:
             )
         self.scaler.scale(loss).backward(inputs=self.params[optimizer])
 
-    def optimizer_step(self, name: str, ctx: StepContext) -> None:
+    def optimizer_step(self, name: str, ctx: StepContext) -> bool:
+        """Clip, step and run the method's hook; False where no loss reached ``name``."""
         opt = self.optimizers[name]
         spec = self.stage.optimizers[name]
         clip = spec.grad_clip if spec.grad_clip is not None else self.config.grad_clip
         # An optimiser no loss reached this iteration does not step (its parameters have no
         # gradient, so torch's optimisers would skip them anyway): fp16's loss scaler
         # refuses a step it recorded no gradients for.
-        if any(p.grad is not None for p in self.params[name]):
+        stepped = any(p.grad is not None for p in self.params[name])
+        if stepped:
             if clip > 0:
                 self.scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(self.params[name], clip)
@@ -270,10 +269,9 @@ class StageUpdater:
                 # iteration (Alg. 1's two updates of one encoder): the scaler must be
                 # updated between, or it refuses a second step.
                 self.scaler.update()
-            else:
-                self._scaled_steps = True
         opt.zero_grad(set_to_none=True)
         self.method.after_optimizer_step(self.stage.name, name, ctx)
+        return stepped
 
     def state_dict(self) -> dict[str, Any]:
         return {n: o.state_dict() for n, o in self.optimizers.items()}

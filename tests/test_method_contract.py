@@ -147,17 +147,9 @@ def test_builds_checks_steps_and_predicts(entry, pair, tmp_path):
     assert [s.name for s in stages] == [s.name for s in resolved.spec.stages(resolved.hparams)]
     for stage in stages:
         check_views(entry, stage.views, pair)
-    artifacts = {}  # what each stage exports, for the later stages' views (masks, …)
-    for k, stage in enumerate(stages):
-        method.on_stage_start(stage, StageContext(artifacts))
-        method.train()
-        if stage.length == Steps(0):  # trains nothing; exports what later stages read
-            (tmp_path / stage.name).mkdir()
-            method.export_artifact(stage.name, tmp_path / stage.name, pair)
-            artifacts[stage.name] = tmp_path / stage.name
-            continue
+
+    def one_step(stage, batch):
         update = StageUpdater(method, stage, config(), steps=2)
-        batch = _first_batch(stage, pair, k, artifacts)
         before = [p.detach().clone() for p in method.parameters() if p.requires_grad]
         losses = update.step(batch, StepContext(update, 0, 0.0))
         declared = resolved.spec.losses(resolved.hparams, stage.name)
@@ -166,10 +158,8 @@ def test_builds_checks_steps_and_predicts(entry, pair, tmp_path):
             assert value.ndim == 0 and math.isfinite(float(value.detach())), (stage.name, name)
         after = [p for p in method.parameters() if p.requires_grad]
         assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True)), stage.name
-        if not stage.evaluate:
-            (tmp_path / stage.name).mkdir()
-            method.export_artifact(stage.name, tmp_path / stage.name, pair)
-            artifacts[stage.name] = tmp_path / stage.name
+
+    _each_stage(method, pair, tmp_path, one_step)
     method.eval()
     images = torch.randint(0, 256, (3, SIZE, SIZE, 3), dtype=torch.uint8)
     pred = method.predict(images)
@@ -179,12 +169,27 @@ def test_builds_checks_steps_and_predicts(entry, pair, tmp_path):
     assert_predicts_with_the_pose_net_only(method, images, others)
 
 
-def _first_batch(stage, pair, k: int, artifacts) -> dict[str, dict[str, torch.Tensor]]:
-    streams = {
-        role: view.stream(pair, stage.batch_sizes.get(role, 4), seed=k, artifacts=artifacts)
-        for role, view in stage.views.items()
-    }
-    return {role: {f: v for f, v in next(s).items() if f != "index"} for role, s in streams.items()}
+def _each_stage(method, pair, workdir, step) -> None:
+    """The method's stages in order as the trainer runs them, one batch each: the start
+    hook, ``step(stage, batch)`` where the stage trains, and the artifact exported where a
+    later stage's views read it (masks, …)."""
+    artifacts = {}
+    for k, stage in enumerate(method.stages()):
+        method.on_stage_start(stage, StageContext(artifacts))
+        method.train()
+        if stage.length != Steps(0):  # a zero-step stage only exports what later ones read
+            streams = {
+                role: view.stream(pair, stage.batch_sizes.get(role, 4), seed=k, artifacts=artifacts)
+                for role, view in stage.views.items()
+            }
+            step(
+                stage,
+                {r: {f: v for f, v in next(s).items() if f != "index"} for r, s in streams.items()},
+            )
+        if stage.length == Steps(0) or not stage.evaluate:
+            (workdir / stage.name).mkdir()
+            method.export_artifact(stage.name, workdir / stage.name, pair)
+            artifacts[stage.name] = workdir / stage.name
 
 
 @pytest.mark.slow
@@ -197,17 +202,13 @@ def test_loss_scaling_changes_no_update(entry, pair, tmp_path):
 
     def one_step_per_stage(scaler, workdir):
         _, method = build(entry, pair)
-        artifacts = {}
-        for k, stage in enumerate(method.stages()):
-            method.on_stage_start(stage, StageContext(artifacts))
-            method.train()
-            if stage.length != Steps(0):
-                update = StageUpdater(method, stage, config(), steps=2, scaler=scaler)
-                update.step(_first_batch(stage, pair, k, artifacts), StepContext(update, 0, 0.0))
-            if stage.length == Steps(0) or not stage.evaluate:
-                (workdir / stage.name).mkdir(parents=True)
-                method.export_artifact(stage.name, workdir / stage.name, pair)
-                artifacts[stage.name] = workdir / stage.name
+
+        def step(stage, batch):
+            update = StageUpdater(method, stage, config(), steps=2, scaler=scaler)
+            update.step(batch, StepContext(update, 0, 0.0))
+
+        workdir.mkdir()
+        _each_stage(method, pair, workdir, step)
         return _weights(method)
 
     plain = one_step_per_stage(None, tmp_path / "plain")
